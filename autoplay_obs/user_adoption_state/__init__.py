@@ -1,0 +1,55 @@
+"""The per-user adoption record and the frozen per-session snapshot.
+
+The Structs here are the stored documents; see ``_models`` for the rules they
+keep and ``_codec`` for how documents from the wild are read.
+"""
+
+from __future__ import annotations
+
+from autoplay_obs.user_adoption_state._codec import (
+    Decoded,
+    decode_session_snapshot,
+    decode_user_state,
+    encode,
+)
+from autoplay_obs.user_adoption_state._enums import JourneyState, MasteryLevel, WorkflowStatus
+from autoplay_obs.user_adoption_state._models import (
+    DENOMINATOR_ALL_CATALOG,
+    DENOMINATOR_ASSIGNED,
+    MAX_SESSION_INDEX,
+    Mastery,
+    OnboardingState,
+    SessionIndexEntry,
+    SessionRecorded,
+    Sessions,
+    SessionSnapshot,
+    StepInAssessment,
+    StepProgress,
+    UserAdoptionState,
+    WorkflowProgress,
+)
+from autoplay_obs.user_adoption_state._summary_input import build_onboarding_summary_input
+
+__all__ = [
+    "DENOMINATOR_ALL_CATALOG",
+    "DENOMINATOR_ASSIGNED",
+    "MAX_SESSION_INDEX",
+    "Decoded",
+    "JourneyState",
+    "Mastery",
+    "MasteryLevel",
+    "OnboardingState",
+    "SessionIndexEntry",
+    "SessionRecorded",
+    "SessionSnapshot",
+    "Sessions",
+    "StepInAssessment",
+    "StepProgress",
+    "UserAdoptionState",
+    "WorkflowProgress",
+    "WorkflowStatus",
+    "build_onboarding_summary_input",
+    "decode_session_snapshot",
+    "decode_user_state",
+    "encode",
+]

@@ -1,0 +1,378 @@
+"""Reading and writing stored documents: a strict fast path, a lenient repair path.
+
+Every read first tries msgspec's typed decoder, which validates the whole
+document (types, ranges, enums) in one pass. Only when that fails does the
+lenient path run: parse with the standard library (which accepts NaN and
+Infinity), walk the document against the Struct's own type information
+(``msgspec.inspect``), repair what can be repaired, and report each repair as
+a path and a reason so the caller can count it:
+
+- a number given as a string is parsed; an out-of-range number is clamped to
+  its bound; NaN, Infinity and unparseable values take the field's default;
+- an unknown enum value, a wrong container type or a null where a value is
+  required takes the field's default;
+- an unreadable entry of a list or mapping is dropped;
+- invalid UTF-8 is replaced; an index over 50 entries keeps the newest 50.
+
+What cannot be repaired is refused with a typed error and never replaced by a
+fresh document: input that is not JSON or not an object
+(``UnreadableDocumentError``), and a ``_v`` other than 1
+(``UnsupportedVersionError``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar, cast
+
+import msgspec
+from msgspec import inspect as mi
+
+from autoplay_obs.errors import UnreadableDocumentError, UnsupportedVersionError
+from autoplay_obs.user_adoption_state._models import (
+    MAX_SESSION_INDEX,
+    SOURCE_UNKNOWN,
+    SessionSnapshot,
+    UserAdoptionState,
+)
+
+__all__ = [
+    "Decoded",
+    "decode_session_snapshot",
+    "decode_user_state",
+    "encode",
+    "read",
+]
+
+T = TypeVar("T")
+
+_encoder: Final = msgspec.json.Encoder()
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[T]):
+    """A document read from storage and the repairs it needed (empty when clean)."""
+
+    value: T
+    repairs: tuple[str, ...] = ()
+
+
+def encode(document: msgspec.Struct) -> bytes:
+    """The stored bytes of a document."""
+    return _encoder.encode(document)
+
+
+def decode_user_state(
+    raw: bytes | str | Mapping[str, Any], *, user_id: str | None = None
+) -> Decoded[UserAdoptionState]:
+    """Read a user state; ``user_id`` fills in a missing or empty stored id."""
+    return read(UserAdoptionState, raw, user_id=user_id)
+
+
+def decode_session_snapshot(raw: bytes | str | Mapping[str, Any]) -> Decoded[SessionSnapshot]:
+    return read(SessionSnapshot, raw)
+
+
+def read(
+    cls: type[T], raw: bytes | str | Mapping[str, Any], *, user_id: str | None = None
+) -> Decoded[T]:
+    """Strict decode of ``raw`` as ``cls``; on failure, repair and report."""
+    try:
+        if isinstance(raw, Mapping):
+            value = msgspec.convert(raw, cls)
+        else:
+            decoder = _decoders.get(cls)
+            if decoder is None:
+                decoder = _decoders[cls] = msgspec.json.Decoder(cls)
+            value = decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return _read_lenient(cls, raw, user_id)
+    repairs: list[str] = []
+    _check_rules(value, repairs)
+    return Decoded(value, tuple(repairs))
+
+
+def _read_lenient(cls: type[T], raw: Any, user_id: str | None) -> Decoded[T]:
+    repairs: list[str] = []
+    data = _parse(raw, repairs)
+    if not isinstance(data, dict):
+        raise UnreadableDocumentError(f"expected a JSON object, got {type(data).__name__}")
+    info = cast(mi.StructType, mi.type_info(cls))
+    data = dict(data)
+    if "_v" in info.cls.__struct_encode_fields__:
+        _repair_version(data, repairs)
+    if cls is UserAdoptionState:
+        _repair_user_id(data, user_id, repairs)
+    fixed = _repair(data, info, "$", repairs)
+    if fixed is _BAD:
+        raise UnreadableDocumentError("document has no usable required fields")
+    try:
+        value = msgspec.convert(fixed, cls)
+    except msgspec.ValidationError as exc:  # a rule the walker does not know
+        raise UnreadableDocumentError(f"document could not be repaired: {exc}") from exc
+    _check_rules(value, repairs)
+    return Decoded(value, tuple(repairs))
+
+
+class _NonFinite:
+    """Stands in for NaN / Infinity while parsing, so the walker sees them."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+_BAD: Final = object()
+
+
+def _parse(raw: Any, repairs: list[str]) -> Any:
+    if isinstance(raw, Mapping):
+        return _scrub(raw, "$", repairs)
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        data = bytes(raw)
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = data.decode("utf-8", errors="replace")
+            repairs.append("$: invalid UTF-8 bytes replaced with U+FFFD")
+    if not isinstance(raw, str):
+        raise UnreadableDocumentError(f"cannot read a document from {type(raw).__name__}")
+    try:
+        return json.loads(raw, parse_constant=_NonFinite)
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableDocumentError(f"not JSON: {exc}") from exc
+
+
+def _scrub(value: Any, path: str, repairs: list[str]) -> Any:
+    """Plain-dict input: turn float NaN/inf into markers so they are repaired alike."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NonFinite(repr(value))
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, f"{path}.{k}", repairs) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, f"{path}[{i}]", repairs) for i, v in enumerate(value)]
+    return value
+
+
+def _repair_version(data: dict[str, Any], repairs: list[str]) -> None:
+    version = data.get("_v", _BAD)
+    if version == 1 and type(version) is int:
+        return
+    if version is _BAD:
+        repairs.append("$._v: missing, read as version 1")
+    elif isinstance(version, (str, float)) and not isinstance(version, bool) and _num(version) == 1:
+        repairs.append(f"$._v: {version!r} read as version 1")
+    else:
+        raise UnsupportedVersionError(version)
+    data["_v"] = 1
+
+
+def _repair_user_id(data: dict[str, Any], user_id: str | None, repairs: list[str]) -> None:
+    stored = data.get("user_id")
+    if isinstance(stored, str) and stored.strip():
+        return
+    if isinstance(stored, int) and not isinstance(stored, bool):
+        data["user_id"] = str(stored)
+    elif user_id:
+        data["user_id"] = user_id
+    else:
+        raise UnreadableDocumentError("user state has no usable user_id")
+    repairs.append(f"$.user_id: {stored!r} replaced with {data['user_id']!r}")
+
+
+def _num(value: Any) -> float | None:
+    """A finite number from a JSON scalar, or None."""
+    if isinstance(value, bool) or value is None or isinstance(value, _NonFinite):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _bounded(number: float, t: mi.IntType | mi.FloatType, path: str, repairs: list[str]) -> float:
+    low = t.ge if t.ge is not None else t.gt
+    high = t.le if t.le is not None else t.lt
+    if low is not None and number < low:
+        repairs.append(f"{path}: {number!r} clamped to {low!r}")
+        return low
+    if high is not None and number > high:
+        repairs.append(f"{path}: {number!r} clamped to {high!r}")
+        return high
+    return number
+
+
+def _repair_float(value: Any, t: mi.FloatType, path: str, repairs: list[str]) -> Any:
+    number = _num(value)
+    if number is None:
+        return _BAD
+    if not isinstance(value, (int, float)):
+        repairs.append(f"{path}: {value!r} read as a number")
+    return _bounded(number, t, path, repairs)
+
+
+def _repair_int(value: Any, t: mi.IntType, path: str, repairs: list[str]) -> Any:
+    number = _num(value)
+    if number is None:
+        return _BAD
+    if not isinstance(value, int) or number != int(number):
+        repairs.append(f"{path}: {value!r} read as an integer")
+    return int(_bounded(float(int(number)), t, path, repairs))
+
+
+def _repair_bool(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
+    if isinstance(value, bool):
+        return value
+    truth = {"true": True, "false": False, "1": True, "0": False, 1: True, 0: False}
+    key = value.strip().lower() if isinstance(value, str) else value
+    if isinstance(key, (str, int)) and key in truth:
+        repairs.append(f"{path}: {value!r} read as a boolean")
+        return truth[key]
+    return _BAD
+
+
+def _repair_str(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        repairs.append(f"{path}: {value!r} read as a string")
+        return str(value)
+    return _BAD
+
+
+def _repair_choice(value: Any, t: mi.EnumType | mi.LiteralType, path: str, repairs: list[str]) -> Any:
+    allowed = [m.value for m in t.cls] if isinstance(t, mi.EnumType) else list(t.values)
+    return value if value in allowed and not isinstance(value, bool) else _BAD
+
+
+def _repair_any(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
+    if isinstance(value, _NonFinite):
+        repairs.append(f"{path}: {value.token} replaced with null")
+        return None
+    if isinstance(value, dict):
+        return {k: _repair_any(v, t, f"{path}.{k}", repairs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repair_any(v, t, f"{path}[{i}]", repairs) for i, v in enumerate(value)]
+    return value
+
+
+def _repair_union(value: Any, t: mi.UnionType, path: str, repairs: list[str]) -> Any:
+    if value is None and t.includes_none:
+        return None
+    for member in t.types:
+        if isinstance(member, mi.NoneType):
+            continue
+        fixed = _repair(value, member, path, repairs)
+        if fixed is not _BAD:
+            return fixed
+    if t.includes_none:
+        repairs.append(f"{path}: unusable {_show(value)} replaced with null")
+        return None
+    return _BAD
+
+
+def _repair_sequence(value: Any, t: mi.ListType | mi.VarTupleType, path: str, repairs: list[str]) -> Any:
+    if not isinstance(value, list):
+        return _BAD
+    items = []
+    for i, item in enumerate(value):
+        fixed = _repair(item, t.item_type, f"{path}[{i}]", repairs)
+        if fixed is _BAD:
+            repairs.append(f"{path}[{i}]: unreadable entry {_show(item)} dropped")
+        else:
+            items.append(fixed)
+    return items
+
+
+def _repair_mapping(value: Any, t: mi.DictType, path: str, repairs: list[str]) -> Any:
+    if not isinstance(value, dict):
+        return _BAD
+    result = {}
+    for key, item in value.items():
+        fixed = _repair(item, t.value_type, f"{path}.{key}", repairs)
+        if fixed is _BAD:
+            repairs.append(f"{path}.{key}: unreadable entry {_show(item)} dropped")
+        else:
+            result[key] = fixed
+    return result
+
+
+def _repair_struct(value: Any, t: mi.StructType, path: str, repairs: list[str]) -> Any:
+    if not isinstance(value, dict):
+        return _BAD
+    result = {}
+    for f in t.fields:
+        name = f.encode_name
+        if name not in value:
+            if f.required:
+                return _BAD
+            continue
+        fixed = _repair(value[name], f.type, f"{path}.{name}", repairs)
+        if fixed is not _BAD:
+            result[name] = fixed
+        elif f.required:
+            return _BAD
+        else:
+            repairs.append(f"{path}.{name}: unusable {_show(value[name])} replaced with the default")
+    return result
+
+
+_REPAIRERS: Final[dict[type[mi.Type], Callable[[Any, Any, str, list[str]], Any]]] = {
+    mi.AnyType: _repair_any,
+    mi.FloatType: _repair_float,
+    mi.IntType: _repair_int,
+    mi.BoolType: _repair_bool,
+    mi.StrType: _repair_str,
+    mi.EnumType: _repair_choice,
+    mi.LiteralType: _repair_choice,
+    mi.UnionType: _repair_union,
+    mi.ListType: _repair_sequence,
+    mi.VarTupleType: _repair_sequence,
+    mi.DictType: _repair_mapping,
+    mi.StructType: _repair_struct,
+}
+
+
+def _repair(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
+    if isinstance(value, _NonFinite) and not isinstance(t, mi.AnyType):
+        return _BAD
+    if isinstance(t, mi.NoneType):
+        return None if value is None else _BAD
+    return _REPAIRERS[type(t)](value, t, path, repairs)
+
+
+def _show(value: Any) -> str:
+    text = value.token if isinstance(value, _NonFinite) else repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _check_rules(value: Any, repairs: list[str]) -> None:
+    """Rules a type cannot express; cheap enough to run on every read."""
+    if not isinstance(value, UserAdoptionState):
+        return
+    sessions = value.sessions
+    if sessions.count < len(sessions.index):
+        repairs.append(f"$.sessions.count: {sessions.count} raised to {len(sessions.index)}")
+        sessions.count = len(sessions.index)
+    if len(sessions.index) > MAX_SESSION_INDEX:
+        excess = len(sessions.index) - MAX_SESSION_INDEX
+        repairs.append(f"$.sessions.index: {excess} oldest of {len(sessions.index)} entries trimmed")
+        del sessions.index[:excess]
+    features = value.discovered_features
+    if len(set(features)) != len(features) or not all(f.strip() for f in features):
+        unique = list(dict.fromkeys(f for f in features if f.strip()))
+        repairs.append(f"$.discovered_features: {len(features) - len(unique)} blank or repeated removed")
+        value.discovered_features = unique
+    for wid, wp in value.onboarding.workflow_progress.items():
+        if not wp.source.strip():
+            repairs.append(f"$.onboarding.workflow_progress.{wid}.source: empty, set to 'unknown'")
+            wp.source = SOURCE_UNKNOWN
