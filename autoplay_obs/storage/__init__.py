@@ -1,0 +1,51 @@
+"""Persist user state and frozen session snapshots across sessions.
+
+The public API is the seed's: ``StorageManager``, the adapters, and the
+lifecycle calls. ``start_session`` / ``end_session`` return the full outcome of
+what the seed's calls do.
+"""
+
+from __future__ import annotations
+
+from autoplay_obs.storage._keys import session_key, user_state_key
+from autoplay_obs.storage._lifecycle import (
+    Summarizer,
+    build_agent_context,
+    end_session,
+    init_user_state,
+    on_session_end,
+    on_session_start,
+    start_session,
+)
+from autoplay_obs.storage._manager import StorageManager
+from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored
+from autoplay_obs.storage._results import (
+    AdapterCall,
+    Outcome,
+    SessionEndResult,
+    SessionStartResult,
+)
+from autoplay_obs.storage.adapters.memory import InMemoryStorageAdapter
+from autoplay_obs.storage.adapters.redis import RedisStorageAdapter
+
+__all__ = [
+    "AdapterCall",
+    "AtomicStore",
+    "AutoplayStorageAdapter",
+    "InMemoryStorageAdapter",
+    "Outcome",
+    "RedisStorageAdapter",
+    "SessionEndResult",
+    "SessionStartResult",
+    "StorageManager",
+    "Stored",
+    "Summarizer",
+    "build_agent_context",
+    "end_session",
+    "init_user_state",
+    "on_session_end",
+    "on_session_start",
+    "session_key",
+    "start_session",
+    "user_state_key",
+]

@@ -1,0 +1,333 @@
+"""Session start and end: the two calls an agent makes.
+
+``on_session_start`` / ``on_session_end`` have the seed's signatures and
+return values; ``start_session`` / ``end_session`` do the same work and return
+the whole outcome (what was persisted, what degraded, which adapter did what).
+
+Decisions:
+- Storage trouble never raises into the host. A primary that is down or a
+  document that cannot be read gives the agent a usable stand-in state,
+  ``degraded=True``, and writes nothing over what is stored.
+- Session end freezes the snapshot (write-once) while it reads the state,
+  resolves the summary outside any lock or compare-and-set loop (the summarizer
+  is isolated by a timeout and a catch-all), then merges the snapshot into the
+  state by compare-and-set. The merge is idempotent per session id, so a
+  retried end counts once and reports itself as a duplicate.
+- Bad arguments (ids, a non-snapshot) are the caller's bug: they raise typed
+  errors at once, before any I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from autoplay_obs.errors import DocumentError, InvalidValueError, StorageError
+from autoplay_obs.storage._keys import validate_id
+from autoplay_obs.storage._manager import StorageManager
+from autoplay_obs.storage._protocol import AutoplayStorageAdapter, Stored
+from autoplay_obs.storage._results import SessionEndResult, SessionStartResult
+from autoplay_obs.user_adoption_state import (
+    SessionRecorded,
+    SessionSnapshot,
+    UserAdoptionState,
+    decode_session_snapshot,
+    decode_user_state,
+    encode,
+)
+
+__all__ = [
+    "Summarizer",
+    "build_agent_context",
+    "end_session",
+    "init_user_state",
+    "on_session_end",
+    "on_session_start",
+    "start_session",
+]
+
+logger = logging.getLogger("autoplay_obs.lifecycle")
+
+Summarizer = Callable[[SessionSnapshot], Awaitable[str]]
+"""Turns a frozen snapshot into the onboarding summary (your LLM call)."""
+
+ONBOARDING_SESSION_NUMBER = 1
+_managers: weakref.WeakKeyDictionary[Any, StorageManager] = weakref.WeakKeyDictionary()
+
+
+def init_user_state(user_id: str, *, metadata: dict[str, Any] | None = None) -> UserAdoptionState:
+    """A fresh record for a user never seen before."""
+    return UserAdoptionState(user_id=validate_id(user_id, "user_id"), metadata=dict(metadata or {}))
+
+
+def _manager_for(storage: AutoplayStorageAdapter) -> StorageManager:
+    """Lifecycle calls always go through a manager; one per bare adapter, reused."""
+    if isinstance(storage, StorageManager):
+        return storage
+    try:
+        manager = _managers.get(storage)
+        if manager is None:
+            manager = _managers[storage] = StorageManager([storage])
+        return manager
+    except TypeError:  # not weak-referenceable
+        return StorageManager([storage])
+
+
+def _onboarding_session_id(state: UserAdoptionState) -> str | None:
+    for entry in state.sessions.index:
+        if entry.session_number == ONBOARDING_SESSION_NUMBER:
+            return entry.session_id
+    return None
+
+
+async def _load_onboarding(
+    manager: StorageManager, product_id: str, user_id: str, session_id: str, notes: list[str]
+) -> SessionSnapshot | None:
+    try:
+        raw = await manager.load_snapshot(product_id, user_id, session_id)
+        if raw is None:
+            return None
+        decoded = decode_session_snapshot(raw)
+    except (StorageError, DocumentError) as exc:
+        notes.append(f"onboarding snapshot: not loaded: {type(exc).__name__}")
+        return None
+    notes.extend(f"onboarding snapshot {repair}" for repair in decoded.repairs)
+    return decoded.value
+
+
+async def start_session(
+    product_id: str, user_id: str, session_id: str, storage: AutoplayStorageAdapter
+) -> SessionStartResult:
+    """Load or create the user's state, mark the session open, fetch the onboarding snapshot."""
+    for value, what in ((product_id, "product_id"), (user_id, "user_id"), (session_id, "session_id")):
+        validate_id(value, what)
+    manager = _manager_for(storage)
+    with manager.recording() as calls:
+        try:
+            stored = await manager.load_state(product_id, user_id)
+            decoded = None if stored is None else decode_user_state(stored.raw, user_id=user_id)
+        except (StorageError, DocumentError) as exc:
+            state = init_user_state(user_id)
+            state.set_current_session(session_id)
+            logger.warning("session start degraded: %s", type(exc).__name__)
+            return SessionStartResult(state, False, exc, _calls=calls, degraded=True)
+        state = None if decoded is None else decoded.value
+        notes: list[str] = [] if decoded is None else list(decoded.repairs)
+        first_id = None if state is None else _onboarding_session_id(state)
+        onboarding_task = (
+            asyncio.ensure_future(_load_onboarding(manager, product_id, user_id, first_id, notes))
+            if first_id
+            else None
+        )
+
+        def mark_open(s: UserAdoptionState) -> bool:
+            s.set_current_session(session_id)
+            return True
+
+        error: StorageError | DocumentError | None = None
+        conflicts = 0
+        try:
+            update = await manager.update_state(
+                product_id,
+                user_id,
+                mark_open,
+                create=lambda: init_user_state(user_id),
+                stored=stored,
+                state=state,
+            )
+            state, conflicts = update.state, update.conflicts
+        except (StorageError, DocumentError) as exc:
+            error = exc
+            state = state or init_user_state(user_id)
+            mark_open(state)
+        onboarding = await onboarding_task if onboarding_task else None
+        latest_first_id = _onboarding_session_id(state)
+        if latest_first_id and latest_first_id != first_id:
+            onboarding = await _load_onboarding(manager, product_id, user_id, latest_first_id, notes)
+        return SessionStartResult(
+            state,
+            error is None,
+            error,
+            tuple(notes),
+            conflicts,
+            calls,
+            onboarding_session=onboarding,
+        )
+
+
+async def _summarize(
+    summarizer: Callable[[SessionSnapshot], Any], snapshot: SessionSnapshot, timeout: float
+) -> tuple[str | None, str | None]:
+    """Run the host's summarizer; any failure is returned as its type name, never raised."""
+    try:
+        produced = summarizer(snapshot)
+        if inspect.isawaitable(produced):
+            produced = await asyncio.wait_for(produced, timeout)
+    except asyncio.TimeoutError:
+        return None, "TimeoutError"
+    except Exception as exc:
+        logger.warning("summarizer failed: %s", type(exc).__name__)
+        return None, type(exc).__name__
+    if not isinstance(produced, str):
+        return None, "TypeError"
+    return produced, None
+
+
+async def end_session(
+    product_id: str,
+    user_id: str,
+    session_snapshot: SessionSnapshot,
+    storage: AutoplayStorageAdapter,
+    *,
+    summarizer: Summarizer | None = None,
+    summary: str | None = None,
+    summarizer_timeout: float = 30.0,
+) -> SessionEndResult:
+    """Freeze the snapshot once, resolve the summary, merge the session into the state."""
+    for value, what in ((product_id, "product_id"), (user_id, "user_id")):
+        validate_id(value, what)
+    if not isinstance(session_snapshot, SessionSnapshot):
+        raise InvalidValueError(
+            f"session_snapshot must be a SessionSnapshot, got {type(session_snapshot).__name__}"
+        )
+    session_id = validate_id(session_snapshot.session_id, "session_id")
+    manager = _manager_for(storage)
+    with manager.recording() as calls:
+        created_or_error, loaded_or_error = await asyncio.gather(
+            manager.create_snapshot(product_id, user_id, session_id, encode(session_snapshot)),
+            manager.load_state(product_id, user_id),
+            return_exceptions=True,
+        )
+        for outcome in (created_or_error, loaded_or_error):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, StorageError):
+                raise outcome
+        created = None if isinstance(created_or_error, BaseException) else created_or_error
+        error: StorageError | DocumentError | None = (
+            created_or_error if isinstance(created_or_error, StorageError) else None
+        )
+        stored: Stored | None = None
+        state: UserAdoptionState | None = None
+        repairs: tuple[str, ...] = ()
+        if isinstance(loaded_or_error, StorageError):
+            error = loaded_or_error
+        else:
+            stored = loaded_or_error
+            try:
+                if stored is not None:
+                    decoded = decode_user_state(stored.raw, user_id=user_id)
+                    state, repairs = decoded.value, decoded.repairs
+            except DocumentError as exc:
+                error = exc
+        readable = not isinstance(loaded_or_error, StorageError) and (stored is None or state is not None)
+        if readable and state is not None and state.has_session(session_id):
+            return SessionEndResult(
+                state, True, error, repairs, 0, calls, snapshot_created=created, duplicate=True
+            )
+
+        resolved, summary_error = summary, None
+        if summary is None and summarizer is not None:
+            resolved, summary_error = await _summarize(summarizer, session_snapshot, summarizer_timeout)
+
+        recorded = SessionRecorded(False, 0)
+
+        def merge(s: UserAdoptionState) -> bool:
+            nonlocal recorded
+            recorded = s.apply_session_snapshot(session_snapshot, summary=resolved)
+            return recorded.recorded
+
+        if not readable:
+            stand_in = init_user_state(user_id)
+            merge(stand_in)
+            logger.warning("session end not persisted: %s", type(error).__name__)
+            return SessionEndResult(
+                stand_in, False, error, repairs, 0, calls,
+                snapshot_created=created, summary_error=summary_error,
+            )  # fmt: skip
+        try:
+            update = await manager.update_state(
+                product_id,
+                user_id,
+                merge,
+                create=lambda: init_user_state(user_id),
+                stored=stored,
+                state=state,
+            )
+        except (StorageError, DocumentError) as exc:
+            stand_in = state or init_user_state(user_id)
+            merge(stand_in)
+            logger.warning("session end not persisted: %s", type(exc).__name__)
+            return SessionEndResult(
+                stand_in, False, exc, repairs, 0, calls,
+                snapshot_created=created, summary_error=summary_error,
+            )  # fmt: skip
+        return SessionEndResult(
+            update.state,
+            True,
+            error,
+            update.repairs or repairs,
+            update.conflicts,
+            calls,
+            snapshot_created=created,
+            duplicate=not recorded.recorded,
+            trimmed=recorded.trimmed,
+            summary_error=summary_error,
+        )
+
+
+async def on_session_start(
+    product_id: str, user_id: str, session_id: str, storage: AutoplayStorageAdapter
+) -> tuple[UserAdoptionState, SessionSnapshot | None]:
+    """The seed's session start: ``(state, onboarding_session)``; see ``start_session``."""
+    result = await start_session(product_id, user_id, session_id, storage)
+    return result.state, result.onboarding_session
+
+
+async def on_session_end(
+    product_id: str,
+    user_id: str,
+    session_snapshot: SessionSnapshot,
+    storage: AutoplayStorageAdapter,
+    *,
+    summarizer: Summarizer | None = None,
+    summary: str | None = None,
+    summarizer_timeout: float = 30.0,
+) -> UserAdoptionState:
+    """The seed's session end: the updated state; see ``end_session`` for the outcome."""
+    result = await end_session(
+        product_id,
+        user_id,
+        session_snapshot,
+        storage,
+        summarizer=summarizer,
+        summary=summary,
+        summarizer_timeout=summarizer_timeout,
+    )
+    return result.state
+
+
+def build_agent_context(
+    state: UserAdoptionState, onboarding_session: SessionSnapshot | None = None
+) -> dict[str, Any]:
+    """The small agent-facing projection (``context_extra``), not the raw documents."""
+    context: dict[str, Any] = {
+        "user_journey_state": state.journey_state.value,
+        "user_mastery_level": state.mastery.level.value,
+        "user_mastery_rating": state.mastery.rating,
+        "session_count": state.sessions.count,
+        "is_returning_user": state.sessions.count > 0,
+        "onboarding_complete": state.onboarding.is_onboarding_complete,
+        "completion_rate": state.onboarding.completion_rate,
+    }
+    if state.onboarding.summary:
+        context["onboarding_summary"] = state.onboarding.summary
+    if onboarding_session is not None:
+        context["onboarding_session_completed_workflows"] = list(onboarding_session.completed_workflow_ids)
+        context["onboarding_session_in_progress_workflows"] = list(
+            onboarding_session.in_progress_workflow_ids
+        )
+        context["onboarding_session_untouched_workflows"] = list(onboarding_session.untouched_workflow_ids)
+    return context

@@ -1,0 +1,410 @@
+"""Fan-out across adapters: the first is the readable primary, the rest are sinks.
+
+Decisions:
+- The primary is awaited; its failures become typed errors the lifecycle turns
+  into degraded results. Sinks run as background tasks, each bounded by
+  ``sink_timeout``, so a slow or dead sink changes neither the latency nor the
+  outcome of a call. ``drain()`` / ``aclose()`` wait for them.
+- Every adapter call becomes an ``AdapterCall`` (outcome, duration, error type)
+  appended to the recorder of the lifecycle call that caused it, so nothing a
+  sink does is swallowed.
+- User state changes are compare-and-set on the primary. Writers for the same
+  user in this process queue on a per-user lock and hand each other the last
+  document written, so they do not fight; writers in other processes lose a
+  compare-and-set, get the current document back and re-apply their change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from autoplay_obs.errors import (
+    AutoplayError,
+    ConfigurationError,
+    ConflictError,
+    StorageError,
+    StorageUnavailableError,
+)
+from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored, token_of
+from autoplay_obs.storage._results import AdapterCall, Outcome, Role
+from autoplay_obs.user_adoption_state import UserAdoptionState, decode_user_state, encode
+
+__all__ = ["StateUpdate", "StorageManager"]
+
+T = TypeVar("T")
+logger = logging.getLogger("autoplay_obs.storage")
+
+_ADAPTER_METHODS: Final = (
+    "save_user_state",
+    "get_user_state",
+    "save_session_snapshot",
+    "get_session_snapshot",
+)
+_recorder: contextvars.ContextVar[list[AdapterCall] | None] = contextvars.ContextVar(
+    "autoplay_obs_calls", default=None
+)
+_json: Final = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """The state as written (or as found, when the change was a no-op)."""
+
+    state: UserAdoptionState
+    written: bool
+    conflicts: int
+    repairs: tuple[str, ...]
+
+
+class _UserSlot:
+    __slots__ = ("last", "lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+        self.last: Stored | None = None
+
+
+def adapter_name(adapter: object) -> str:
+    name = getattr(adapter, "name", None)
+    return name if isinstance(name, str) else type(adapter).__name__
+
+
+class StorageManager:
+    """Writes to every adapter, reads from the first that answers; itself an adapter."""
+
+    def __init__(
+        self,
+        adapters: Sequence[AutoplayStorageAdapter],
+        *,
+        sink_timeout: float = 5.0,
+        write_deadline: float = 10.0,
+    ) -> None:
+        adapters = list(adapters)
+        if not adapters:
+            raise ConfigurationError(
+                "StorageManager needs at least one adapter; put the readable primary first, "
+                "e.g. StorageManager([RedisStorageAdapter(redis_url=...)])"
+            )
+        for adapter in adapters:
+            missing = [m for m in _ADAPTER_METHODS if not callable(getattr(adapter, m, None))]
+            if missing:
+                raise ConfigurationError(f"{adapter_name(adapter)} is not an adapter: no {missing}")
+        self.adapters: list[AutoplayStorageAdapter] = adapters
+        self.primary = adapters[0]
+        self.sinks = adapters[1:]
+        self._atomic: AtomicStore = (
+            self.primary if isinstance(self.primary, AtomicStore) else _DictPrimary(self.primary)
+        )
+        self._primary_name = adapter_name(self.primary)
+        self.sink_timeout = sink_timeout
+        self.write_deadline = write_deadline
+        self._pending: set[asyncio.Task[None]] = set()
+        self._slots: dict[tuple[str, str], _UserSlot] = {}
+
+    # -- recording ---------------------------------------------------------
+
+    @staticmethod
+    @contextlib.contextmanager
+    def recording() -> Iterator[list[AdapterCall]]:
+        """Collect the adapter calls made in this context (sink calls land later)."""
+        calls: list[AdapterCall] = []
+        token = _recorder.set(calls)
+        try:
+            yield calls
+        finally:
+            _recorder.reset(token)
+
+    async def _run(
+        self,
+        adapter: object,
+        role: Role,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        outcome_of: Callable[[T], Outcome] = lambda _: Outcome.OK,
+        timeout: float | None = None,
+    ) -> T:
+        started = time.perf_counter()
+        outcome, error_type = Outcome.ERROR, None
+        try:
+            result = await (asyncio.wait_for(call(), timeout) if timeout else call())
+            outcome = outcome_of(result)
+            return result
+        except asyncio.TimeoutError:
+            outcome, error_type = Outcome.TIMEOUT, "TimeoutError"
+            raise StorageUnavailableError(f"{adapter_name(adapter)} timed out") from None
+        except AutoplayError as exc:
+            error_type = type(exc.__cause__ or exc).__name__
+            raise
+        except Exception as exc:  # a custom adapter's own error: mapped at this boundary
+            error_type = type(exc).__name__
+            raise StorageUnavailableError(f"{adapter_name(adapter)}: {error_type}: {exc}") from exc
+        finally:
+            record = AdapterCall(
+                adapter_name(adapter),
+                role,
+                operation,
+                outcome,
+                time.perf_counter() - started,
+                error_type,
+            )
+            calls = _recorder.get()
+            if calls is not None:
+                calls.append(record)
+            if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT):
+                logger.warning("%s %s %s failed: %s", role, record.adapter, operation, error_type)
+
+    # -- sinks -------------------------------------------------------------
+
+    def _fan_out(self, operation: str, write: Callable[[Any], Awaitable[None]]) -> None:
+        for sink in self.sinks:
+            task = asyncio.create_task(self._sink_write(sink, operation, write))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _sink_write(
+        self, sink: object, operation: str, write: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        with contextlib.suppress(AutoplayError):
+            await self._run(sink, "sink", operation, lambda: write(sink), timeout=self.sink_timeout)
+
+    def mirror_state(self, product_id: str, user_id: str, raw: bytes) -> None:
+        """Send the stored state document to the sinks in the background."""
+        if self.sinks:
+            document = msgspec.json.decode(raw)
+            self._fan_out("save_user_state", lambda s: s.save_user_state(product_id, user_id, document))
+
+    def mirror_snapshot(
+        self, product_id: str, user_id: str, session_id: str, document: dict[str, Any]
+    ) -> None:
+        if self.sinks:
+            self._fan_out(
+                "save_session_snapshot",
+                lambda s: s.save_session_snapshot(product_id, user_id, session_id, document),
+            )
+
+    async def drain(self) -> None:
+        """Wait for the background sink writes started so far."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Drain the sinks, then close every adapter that can be closed."""
+        await self.drain()
+        for adapter in self.adapters:
+            close = getattr(adapter, "aclose", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def __aenter__(self) -> StorageManager:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- primary operations used by the lifecycle --------------------------
+
+    async def load_state(self, product_id: str, user_id: str) -> Stored | None:
+        return await self._run(
+            self.primary,
+            "primary",
+            "load_state",
+            lambda: self._atomic.load_state(product_id, user_id),
+            lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
+        )
+
+    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
+        return await self._run(
+            self.primary,
+            "primary",
+            "load_snapshot",
+            lambda: self._atomic.load_snapshot(product_id, user_id, session_id),
+            lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
+        )
+
+    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
+        """Freeze the snapshot on the primary; sinks get it only when it is new."""
+        created = await self._run(
+            self.primary,
+            "primary",
+            "create_snapshot",
+            lambda: self._atomic.create_snapshot(product_id, user_id, session_id, raw),
+            lambda new: Outcome.OK if new else Outcome.DUPLICATE,
+        )
+        if created:
+            self.mirror_snapshot(product_id, user_id, session_id, msgspec.json.decode(raw))
+        return created
+
+    @contextlib.asynccontextmanager
+    async def _user_slot(self, key: tuple[str, str]) -> AsyncIterator[_UserSlot]:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _UserSlot()
+        slot.users += 1
+        try:
+            async with slot.lock:
+                yield slot
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[key]
+
+    async def update_state(
+        self,
+        product_id: str,
+        user_id: str,
+        change: Callable[[UserAdoptionState], bool],
+        *,
+        create: Callable[[], UserAdoptionState],
+        stored: Stored | None,
+        state: UserAdoptionState | None = None,
+    ) -> StateUpdate:
+        """Apply ``change`` to the stored state by compare-and-set until it sticks.
+
+        ``change`` must be a pure function of the state (it may run again on a
+        fresher copy) and returns whether it changed anything. ``stored`` is the
+        document last read (``state`` its decoding, to skip a second decode);
+        ``create`` makes the state when there is none. A document that cannot
+        be read raises ``DocumentError`` and is never written over.
+        """
+        conflicts = 0
+        repairs: tuple[str, ...] = ()
+        deadline = time.monotonic() + self.write_deadline
+        async with self._user_slot((product_id, user_id)) as slot:
+            if slot.last is not None:
+                stored, state = slot.last, None
+            while True:
+                if stored is None:
+                    state = create()
+                elif state is None:
+                    decoded = decode_user_state(stored.raw, user_id=user_id)
+                    state, repairs = decoded.value, decoded.repairs
+                if not change(state):
+                    return StateUpdate(state, False, conflicts, repairs)
+                raw = encode(state)
+                expected = None if stored is None else stored.token
+                ok, current = await self._run(
+                    self.primary,
+                    "primary",
+                    "swap_state",
+                    lambda raw=raw, expected=expected: self._atomic.swap_state(
+                        product_id, user_id, raw, expected
+                    ),
+                    lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
+                )
+                if ok:
+                    slot.last = Stored(raw, token_of(raw))
+                    self.mirror_state(product_id, user_id, raw)
+                    return StateUpdate(state, True, conflicts, repairs)
+                conflicts += 1
+                stored, state = current, None
+                if time.monotonic() > deadline:
+                    raise ConflictError(f"state of one user changed {conflicts} times under this writer")
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**conflicts)))
+
+    # -- the seed's dict-level Protocol -------------------------------------
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        """Overwrite on the primary (raises StorageError), mirror to the sinks."""
+        await self._run(
+            self.primary,
+            "primary",
+            "save_user_state",
+            lambda: self.primary.save_user_state(product_id, user_id, state),
+        )
+        self._fan_out("save_user_state", lambda s: s.save_user_state(product_id, user_id, state))
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        await self._run(
+            self.primary,
+            "primary",
+            "save_session_snapshot",
+            lambda: self.primary.save_session_snapshot(product_id, user_id, session_id, snapshot),
+        )
+        self.mirror_snapshot(product_id, user_id, session_id, snapshot)
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        return await self._first("get_user_state", lambda a: a.get_user_state(product_id, user_id))
+
+    async def get_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str
+    ) -> dict[str, Any] | None:
+        return await self._first(
+            "get_session_snapshot",
+            lambda a: a.get_session_snapshot(product_id, user_id, session_id),
+        )
+
+    async def _first(
+        self, operation: str, read: Callable[[Any], Awaitable[dict[str, Any] | None]]
+    ) -> dict[str, Any] | None:
+        """The first value any adapter returns; an error is raised, not read as "absent"."""
+        failure: StorageError | None = None
+        for i, adapter in enumerate(self.adapters):
+            try:
+                found = await self._run(
+                    adapter,
+                    "primary" if i == 0 else "sink",
+                    operation,
+                    lambda a=adapter: read(a),
+                    lambda value: Outcome.OK if value is not None else Outcome.NOT_FOUND,
+                )
+            except StorageError as exc:
+                failure = failure or exc
+                continue
+            if found is not None:
+                return found
+        if failure is not None:
+            raise failure
+        return None
+
+
+class _DictPrimary:
+    """``AtomicStore`` over a custom adapter's dict methods: best effort, not atomic."""
+
+    def __init__(self, adapter: AutoplayStorageAdapter) -> None:
+        self._adapter = adapter
+
+    async def load_state(self, product_id: str, user_id: str) -> Stored | None:
+        found = await self._adapter.get_user_state(product_id, user_id)
+        if found is None:
+            return None
+        raw = _json.encode(found)
+        return Stored(raw, token_of(raw))
+
+    async def swap_state(
+        self, product_id: str, user_id: str, raw: bytes, expected: str | None
+    ) -> tuple[bool, Stored | None]:
+        current = await self.load_state(product_id, user_id)
+        if (None if current is None else current.token) != expected:
+            return False, current
+        await self._adapter.save_user_state(product_id, user_id, msgspec.json.decode(raw))
+        return True, None
+
+    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
+        if await self._adapter.get_session_snapshot(product_id, user_id, session_id) is not None:
+            return False
+        await self._adapter.save_session_snapshot(product_id, user_id, session_id, msgspec.json.decode(raw))
+        return True
+
+    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
+        found = await self._adapter.get_session_snapshot(product_id, user_id, session_id)
+        return None if found is None else _json.encode(found)

@@ -1,0 +1,76 @@
+"""The adapter contracts.
+
+``AutoplayStorageAdapter`` is the seed's four-method Protocol over plain JSON
+dicts: any object with those async methods is an adapter, no inheritance.
+Write-only sinks return ``None`` from the reads.
+
+``AtomicStore`` is the optional capability of a readable primary that lets the
+manager keep the invariants: a write-once snapshot that reports whether it was
+created, and a compare-and-set on the user state keyed by a token derived from
+the stored bytes (so documents written by other tools, which carry no revision,
+are still safe to replace). Both built-in primaries implement it; a custom
+primary without it gets best-effort read-modify-write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+__all__ = ["AtomicStore", "AutoplayStorageAdapter", "Stored", "token_of"]
+
+
+@runtime_checkable
+class AutoplayStorageAdapter(Protocol):
+    """Where user states and session snapshots go; reads may return None."""
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        """Store (overwrite) the user's state document."""
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        """The user's state document, or None when absent or not readable here."""
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        """Store a snapshot once; never overwrite an existing one."""
+
+    async def get_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str
+    ) -> dict[str, Any] | None:
+        """One snapshot, or None when absent or not readable here."""
+
+
+class Stored(NamedTuple):
+    """A stored document's bytes and the token a compare-and-set must present."""
+
+    raw: bytes
+    token: str
+
+
+def token_of(raw: bytes) -> str:
+    """The compare-and-set token: SHA-1 of the stored bytes (Redis can compute it too)."""
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
+@runtime_checkable
+class AtomicStore(Protocol):
+    """Single-key atomic operations a primary offers the manager (bytes in, bytes out)."""
+
+    async def load_state(self, product_id: str, user_id: str) -> Stored | None: ...
+
+    async def swap_state(
+        self, product_id: str, user_id: str, raw: bytes, expected: str | None
+    ) -> tuple[bool, Stored | None]:
+        """Write ``raw`` if the stored token is still ``expected`` (None: no document).
+
+        Returns ``(True, None)`` on success, ``(False, current)`` on a conflict,
+        so the caller can re-apply its change without another round trip.
+        """
+        ...
+
+    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
+        """Store a snapshot unless one exists; True when this call created it."""
+        ...
+
+    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None: ...

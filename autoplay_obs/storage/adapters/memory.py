@@ -1,0 +1,69 @@
+"""An in-process primary for tests and local development.
+
+Same semantics as Redis: snapshots write-once, user state by compare-and-set.
+Each operation completes without awaiting, so concurrent tasks on one event
+loop can never interleave inside it. Documents are kept as bytes, so every
+read returns a fresh copy. Not shared across processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autoplay_obs.storage._keys import session_key, user_state_key
+from autoplay_obs.storage._protocol import Stored, token_of
+from autoplay_obs.storage.adapters._json import dumps, loads
+
+__all__ = ["InMemoryStorageAdapter"]
+
+
+class InMemoryStorageAdapter:
+    """Dict-backed primary; implements both the seed Protocol and ``AtomicStore``."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def describe(self) -> dict[str, str]:
+        return {"db.system.name": "memory"}
+
+    async def load_state(self, product_id: str, user_id: str) -> Stored | None:
+        raw = self._data.get(user_state_key(product_id, user_id))
+        return None if raw is None else Stored(raw, token_of(raw))
+
+    async def swap_state(
+        self, product_id: str, user_id: str, raw: bytes, expected: str | None
+    ) -> tuple[bool, Stored | None]:
+        key = user_state_key(product_id, user_id)
+        current = self._data.get(key)
+        if (None if current is None else token_of(current)) != expected:
+            return False, None if current is None else Stored(current, token_of(current))
+        self._data[key] = bytes(raw)
+        return True, None
+
+    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
+        key = session_key(product_id, user_id, session_id)
+        if key in self._data:
+            return False
+        self._data[key] = bytes(raw)
+        return True
+
+    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
+        return self._data.get(session_key(product_id, user_id, session_id))
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        self._data[user_state_key(product_id, user_id)] = dumps(state)
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        return loads(self._data.get(user_state_key(product_id, user_id)))
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        await self.create_snapshot(product_id, user_id, session_id, dumps(snapshot))
+
+    async def get_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str
+    ) -> dict[str, Any] | None:
+        return loads(await self.load_snapshot(product_id, user_id, session_id))

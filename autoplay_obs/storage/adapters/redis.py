@@ -1,0 +1,173 @@
+"""The Redis primary.
+
+Decisions:
+- Snapshots: ``SET key doc NX`` -- write-once, and the reply says whether this
+  call created the record or found it there.
+- User state: compare-and-set in one server-side script. The token is the SHA-1
+  of the stored bytes (``redis.sha1hex``), so documents written by the
+  reference package or by hand -- which carry no revision -- are still compared
+  exactly, and a conflict returns the current document in the same round trip.
+- Every command touches one key, so the adapter runs unchanged on Redis Cluster.
+- Timeouts and retries are short by default (a session start must not hang on
+  a dead server); pass your own client for anything else.
+- redis-py errors are mapped once, here, to ``StorageUnavailableError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from autoplay_obs.errors import (
+    ConfigurationError,
+    MissingDependencyError,
+    StorageUnavailableError,
+    UnreadableDocumentError,
+)
+from autoplay_obs.storage._keys import session_key, user_state_key
+from autoplay_obs.storage._protocol import Stored, token_of
+from autoplay_obs.storage.adapters._json import dumps, loads
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisStorageAdapter"]
+
+T = TypeVar("T")
+
+# KEYS[1] state key; ARGV[1] expected token ('' = no document); ARGV[2] new
+# document; ARGV[3] TTL seconds ('0' = none). {1} on success, {0, current} on
+# a conflict ({0} when the key is absent).
+_SWAP_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+local token = ''
+if current then token = redis.sha1hex(current) end
+if token ~= ARGV[1] then return {0, current} end
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return {1}
+"""
+
+
+class RedisStorageAdapter:
+    """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        client: Redis | None = None,
+        ttl_s: int | None = None,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+        retries: int = 2,
+        max_connections: int = 64,
+    ) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialWithJitterBackoff
+        except ImportError as exc:
+            raise MissingDependencyError("RedisStorageAdapter", "redis") from exc
+        if (redis_url is None) == (client is None):
+            raise ConfigurationError("RedisStorageAdapter needs exactly one of redis_url= or client=")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ConfigurationError(f"ttl_s must be a positive number of seconds, got {ttl_s}")
+        if client is None:
+            assert redis_url is not None
+            try:
+                # A blocking pool queues a burst of callers instead of failing them.
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    redis_url,
+                    max_connections=max_connections,
+                    timeout=socket_timeout,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=connect_timeout,
+                    retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries),
+                )
+            except ValueError as exc:
+                raise ConfigurationError(f"bad redis_url: {exc}") from exc
+            client = aioredis.Redis(connection_pool=pool)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self._redis: Redis = client
+        self._ttl_s = ttl_s
+        self._swap = client.register_script(_SWAP_SCRIPT)
+        self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
+
+    def describe(self) -> dict[str, str | int]:
+        """Span attributes naming the server, per the OpenTelemetry database conventions."""
+        kwargs = self._redis.connection_pool.connection_kwargs
+        attributes: dict[str, str | int] = {
+            "db.system.name": "redis",
+            "db.namespace": str(kwargs.get("db", 0)),
+        }
+        if "path" in kwargs:
+            attributes["server.address"] = str(kwargs["path"])
+        else:
+            attributes["server.address"] = str(kwargs.get("host", "localhost"))
+            attributes["server.port"] = int(kwargs.get("port", 6379))
+        return attributes
+
+    async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await command()
+        except self._errors as exc:
+            if "WRONGTYPE" in str(exc):
+                raise UnreadableDocumentError("key holds a non-string Redis value") from exc
+            raise StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def load_state(self, product_id: str, user_id: str) -> Stored | None:
+        key = user_state_key(product_id, user_id)
+        raw: bytes | None = await self._call(lambda: self._redis.get(key))
+        return None if raw is None else Stored(raw, token_of(raw))
+
+    async def swap_state(
+        self, product_id: str, user_id: str, raw: bytes, expected: str | None
+    ) -> tuple[bool, Stored | None]:
+        key = user_state_key(product_id, user_id)
+        args = [expected or "", raw, str(self._ttl_s or 0)]
+        reply: list[Any] = await self._call(lambda: self._swap(keys=[key], args=args))
+        if reply[0] == 1:
+            return True, None
+        current = reply[1] if len(reply) > 1 else None
+        return False, None if current is None else Stored(current, token_of(current))
+
+    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
+        key = session_key(product_id, user_id, session_id)
+        created = await self._call(lambda: self._redis.set(key, raw, nx=True, ex=self._ttl_s))
+        return bool(created)
+
+    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
+        key = session_key(product_id, user_id, session_id)
+        raw: bytes | None = await self._call(lambda: self._redis.get(key))
+        return raw
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        key, raw = user_state_key(product_id, user_id), dumps(state)
+        await self._call(lambda: self._redis.set(key, raw, ex=self._ttl_s))
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        stored = await self.load_state(product_id, user_id)
+        return loads(None if stored is None else stored.raw)
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        await self.create_snapshot(product_id, user_id, session_id, dumps(snapshot))
+
+    async def get_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str
+    ) -> dict[str, Any] | None:
+        return loads(await self.load_snapshot(product_id, user_id, session_id))
+
+    async def aclose(self) -> None:
+        """Close the connection pool this adapter created (an injected client is yours)."""
+        if self._owns_client:
+            await self._redis.aclose()
