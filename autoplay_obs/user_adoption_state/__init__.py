@@ -33,9 +33,9 @@ from autoplay_obs.user_adoption_state._summary_input import build_onboarding_sum
 __all__ = [
     "DENOMINATOR_ALL_CATALOG",
     "DENOMINATOR_ASSIGNED",
-    "MAX_SESSION_INDEX",
     "Decoded",
     "JourneyState",
+    "MAX_SESSION_INDEX",
     "Mastery",
     "MasteryLevel",
     "OnboardingState",

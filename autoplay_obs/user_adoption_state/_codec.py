@@ -12,12 +12,14 @@ a path and a reason so the caller can count it:
 - an unknown enum value, a wrong container type or a null where a value is
   required takes the field's default;
 - an unreadable entry of a list or mapping is dropped;
-- invalid UTF-8 is replaced; an index over 50 entries keeps the newest 50.
+- invalid UTF-8 is replaced; an index over 50 entries keeps the newest 50;
+- a missing ``_v`` is read as version 1 (and reported, even on the fast path);
+- NaN or Infinity inside the free-form ``metadata`` becomes null.
 
 What cannot be repaired is refused with a typed error and never replaced by a
-fresh document: input that is not JSON or not an object
-(``UnreadableDocumentError``), and a ``_v`` other than 1
-(``UnsupportedVersionError``).
+fresh document: input that is not JSON, not an object, or nested too deeply
+to read (``UnreadableDocumentError``), and a ``_v`` other than 1
+(``UnsupportedVersionError``). Nothing else escapes a read.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from autoplay_obs.user_adoption_state._models import (
     SOURCE_UNKNOWN,
     SessionSnapshot,
     UserAdoptionState,
+    WorkflowProgress,
+    dump,
 )
 
 __all__ = [
@@ -49,8 +53,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-_encoder: Final = msgspec.json.Encoder()
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_TEXT: Final = (bytes, bytearray, memoryview, str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,7 @@ class Decoded(Generic[T]):
 
 def encode(document: msgspec.Struct) -> bytes:
     """The stored bytes of a document."""
-    return _encoder.encode(document)
+    return dump(document)
 
 
 def decode_user_state(
@@ -77,23 +81,48 @@ def decode_session_snapshot(raw: bytes | str | Mapping[str, Any]) -> Decoded[Ses
     return read(SessionSnapshot, raw)
 
 
-def read(
-    cls: type[T], raw: bytes | str | Mapping[str, Any], *, user_id: str | None = None
-) -> Decoded[T]:
+def read(cls: type[T], raw: bytes | str | Mapping[str, Any], *, user_id: str | None = None) -> Decoded[T]:
     """Strict decode of ``raw`` as ``cls``; on failure, repair and report."""
     try:
-        if isinstance(raw, Mapping):
-            value = msgspec.convert(raw, cls)
-        else:
-            decoder = _decoders.get(cls)
-            if decoder is None:
-                decoder = _decoders[cls] = msgspec.json.Decoder(cls)
-            value = decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-        return _read_lenient(cls, raw, user_id)
-    repairs: list[str] = []
-    _check_rules(value, repairs)
-    return Decoded(value, tuple(repairs))
+        try:
+            if isinstance(raw, _TEXT):  # checked first: an ABC check costs more than it should
+                decoder = _decoders.get(cls)
+                if decoder is None:
+                    decoder = _decoders[cls] = msgspec.json.Decoder(cls)
+                value = decoder.decode(raw)
+            elif isinstance(raw, Mapping):
+                value = msgspec.convert(raw, cls)
+            else:
+                return _read_lenient(cls, raw, user_id)  # refuses it with a typed error
+        # UnicodeError: a str holding a lone surrogate.
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError):
+            return _read_lenient(cls, raw, user_id)
+        repairs: list[str] = []
+        if _lacks_version(cls, raw):
+            repairs.append("$._v: missing, read as version 1")
+        _check_rules(value, repairs)
+        return Decoded(value, tuple(repairs))
+    except RecursionError as exc:
+        raise UnreadableDocumentError("document is nested too deeply to read") from exc
+
+
+def _lacks_version(cls: type[Any], raw: bytes | str | Mapping[str, Any]) -> bool:
+    """Whether a strictly decoded document had no ``_v`` at all.
+
+    A decoded Struct cannot tell a default 1 from a stored 1, so the raw input
+    is asked. A ``"_v"`` elsewhere in the text (a metadata key, say) can only
+    hide this report, never change what is read; ``_v`` is normally the first
+    key, so the search stops almost at once.
+    """
+    if "_v" not in cls.__struct_encode_fields__:
+        return False
+    if isinstance(raw, (bytes, bytearray)):
+        return b'"_v"' not in raw
+    if isinstance(raw, str):
+        return '"_v"' not in raw
+    if isinstance(raw, memoryview):
+        return b'"_v"' not in raw.tobytes()
+    return "_v" not in raw
 
 
 def _read_lenient(cls: type[T], raw: Any, user_id: str | None) -> Decoded[T]:
@@ -141,20 +170,35 @@ def _parse(raw: Any, repairs: list[str]) -> Any:
     if not isinstance(raw, str):
         raise UnreadableDocumentError(f"cannot read a document from {type(raw).__name__}")
     try:
-        return json.loads(raw, parse_constant=_NonFinite)
+        return json.loads(raw, parse_constant=_NonFinite, parse_int=_parse_int)
     except (ValueError, RecursionError) as exc:
         raise UnreadableDocumentError(f"not JSON: {exc}") from exc
 
 
+def _parse_int(text: str) -> int | float:
+    """An integer past Python's digit limit reads as a float (inf), to be repaired, not refused."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _scrub(value: Any, path: str, repairs: list[str]) -> Any:
-    """Plain-dict input: turn float NaN/inf into markers so they are repaired alike."""
+    """Plain-dict input: NaN/inf become markers and keys become strings, as in JSON."""
     if isinstance(value, float) and not math.isfinite(value):
-        return _NonFinite(repr(value))
+        return _NonFinite(_token(value))
     if isinstance(value, Mapping):
-        return {k: _scrub(v, f"{path}.{k}", repairs) for k, v in value.items()}
+        return {_key(k, path, repairs): _scrub(v, f"{path}.{k}", repairs) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_scrub(v, f"{path}[{i}]", repairs) for i, v in enumerate(value)]
     return value
+
+
+def _key(key: Any, path: str, repairs: list[str]) -> str:
+    if isinstance(key, str):
+        return key
+    repairs.append(f"{path}: key {key!r} read as a string")
+    return str(key)
 
 
 def _repair_version(data: dict[str, Any], repairs: list[str]) -> None:
@@ -187,12 +231,10 @@ def _num(value: Any) -> float | None:
     """A finite number from a JSON scalar, or None."""
     if isinstance(value, bool) or value is None or isinstance(value, _NonFinite):
         return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
+    if isinstance(value, (int, float, str)):
         try:
-            number = float(value.strip())
-        except ValueError:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (ValueError, OverflowError):  # OverflowError: an int too big for a float
             return None
     else:
         return None
@@ -255,8 +297,8 @@ def _repair_choice(value: Any, t: mi.EnumType | mi.LiteralType, path: str, repai
 
 
 def _repair_any(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
-    if isinstance(value, _NonFinite):
-        repairs.append(f"{path}: {value.token} replaced with null")
+    if isinstance(value, _NonFinite) or (isinstance(value, float) and not math.isfinite(value)):
+        repairs.append(f"{path}: {_show(value)} replaced with null")
         return None
     if isinstance(value, dict):
         return {k: _repair_any(v, t, f"{path}.{k}", repairs) for k, v in value.items()}
@@ -350,15 +392,27 @@ def _repair(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
     return _REPAIRERS[type(t)](value, t, path, repairs)
 
 
+def _token(number: float) -> str:
+    """How JSON spells a non-finite float, so dict and bytes input report alike."""
+    return "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"
+
+
 def _show(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _token(value)
     text = value.token if isinstance(value, _NonFinite) else repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _check_rules(value: Any, repairs: list[str]) -> None:
     """Rules a type cannot express; cheap enough to run on every read."""
+    if isinstance(value, SessionSnapshot):
+        _check_sources(value.workflow_progress, "$.workflow_progress", repairs)
+        return
     if not isinstance(value, UserAdoptionState):
         return
+    if not _all_finite(value.metadata):  # NaN from a plain dict, or a literal like 1e400
+        value.metadata = _repair_any(value.metadata, _ANY, "$.metadata", repairs)
     sessions = value.sessions
     if sessions.count < len(sessions.index):
         repairs.append(f"$.sessions.count: {sessions.count} raised to {len(sessions.index)}")
@@ -368,11 +422,30 @@ def _check_rules(value: Any, repairs: list[str]) -> None:
         repairs.append(f"$.sessions.index: {excess} oldest of {len(sessions.index)} entries trimmed")
         del sessions.index[:excess]
     features = value.discovered_features
-    if len(set(features)) != len(features) or not all(f.strip() for f in features):
-        unique = list(dict.fromkeys(f for f in features if f.strip()))
+    names = set(map(str.strip, features))  # one pass finds repeats and blanks alike
+    if len(names) != len(features) or "" in names:
+        unique = list(dict.fromkeys(name for f in features if (name := f.strip())))
         repairs.append(f"$.discovered_features: {len(features) - len(unique)} blank or repeated removed")
         value.discovered_features = unique
-    for wid, wp in value.onboarding.workflow_progress.items():
+    _check_sources(value.onboarding.workflow_progress, "$.onboarding.workflow_progress", repairs)
+
+
+def _check_sources(progress: dict[str, WorkflowProgress], path: str, repairs: list[str]) -> None:
+    for wid, wp in progress.items():
         if not wp.source.strip():
-            repairs.append(f"$.onboarding.workflow_progress.{wid}.source: empty, set to 'unknown'")
+            repairs.append(f"{path}.{wid}.source: empty, set to {SOURCE_UNKNOWN!r}")
             wp.source = SOURCE_UNKNOWN
+
+
+_ANY: Final = mi.AnyType()
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether free-form JSON holds no NaN or infinity (msgspec reads 1e400 as inf)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return True
+    return all(isinstance(item, str) or _all_finite(item) for item in value)

@@ -15,6 +15,7 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable
@@ -46,23 +47,47 @@ MAX_SESSION_INDEX: Final = 50
 SOURCE_UNKNOWN: Final = "unknown"
 DENOMINATOR_ALL_CATALOG: Final = "all_catalog_workflows"
 DENOMINATOR_ASSIGNED: Final = "assigned_workflows"
+_TIMESTAMP_MAX: Final = 1e11
 
 Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
 Rating = Annotated[int, Meta(ge=0, le=10)]
 Count = Annotated[int, Meta(ge=0)]
 # Unix seconds. Bounded so that a decoder never hands the agent inf, a
 # negative time, or a date in another millennium.
-Timestamp = Annotated[float, Meta(ge=0.0, le=1e11)]
-Duration = Annotated[float, Meta(ge=0.0)]
+Timestamp = Annotated[float, Meta(ge=0.0, le=_TIMESTAMP_MAX)]
+# Bounded above only so that it is finite: msgspec would write inf as null.
+Duration = Annotated[float, Meta(ge=0.0, le=_TIMESTAMP_MAX)]
 Denominator = Literal["all_catalog_workflows", "assigned_workflows"]
 
 _json = msgspec.json.Encoder()
 
 
+def dump(document: object) -> bytes:
+    """JSON bytes of a document, whatever its strings hold.
+
+    msgspec writes UTF-8 and so cannot write a lone surrogate (which a stored
+    ``"\\ud800"`` escape decodes to); the rare document holding one is
+    written with ASCII escapes instead, so it still round-trips unchanged.
+    """
+    try:
+        return _json.encode(document)
+    except UnicodeEncodeError:
+        text = json.dumps(msgspec.to_builtins(document), ensure_ascii=True, separators=(",", ":"))
+        return text.encode("ascii")
+
+
 def _now(now: float | None) -> float:
     if now is None:
         return time.time()
-    return _finite(now, "now")
+    return _timestamp(now, "now")
+
+
+def _timestamp(value: float, what: str) -> float:
+    """A finite time within the range a stored document accepts, else an error."""
+    number = _finite(value, what)
+    if not 0.0 <= number <= _TIMESTAMP_MAX:
+        raise InvalidValueError(f"{what} must be unix seconds in [0, 1e11], got {value!r}")
+    return number
 
 
 def _finite(value: float, what: str) -> float:
@@ -97,7 +122,10 @@ class _Document(msgspec.Struct, kw_only=True):
 
     def to_dict(self) -> dict[str, Any]:
         """The plain JSON dict custom adapters receive (exactly what is stored)."""
-        result: dict[str, Any] = msgspec.json.decode(_json.encode(self))
+        try:
+            result: dict[str, Any] = msgspec.json.decode(_json.encode(self))
+        except UnicodeEncodeError:  # a lone surrogate, which msgspec cannot read back
+            result = json.loads(dump(self))
         return result
 
     @classmethod
@@ -252,6 +280,7 @@ class OnboardingState(_Document):
         return wp
 
     def record_step_in(self, assessment: StepInAssessment) -> None:
+        _timestamp(assessment.decided_at, "decided_at")
         self.last_step_in = assessment
         self.last_reasoned_at = assessment.decided_at
 
@@ -335,9 +364,7 @@ class UserAdoptionState(_Document, kw_only=True):
             self.journey_state = new
             self._touch()
 
-    def set_mastery(
-        self, *, rating: float, level: MasteryLevel | str, description: str = ""
-    ) -> None:
+    def set_mastery(self, *, rating: float, level: MasteryLevel | str, description: str = "") -> None:
         """Set the rating (clamped to 0..10) with its band and reason."""
         try:
             band = MasteryLevel(level)
@@ -349,6 +376,8 @@ class UserAdoptionState(_Document, kw_only=True):
 
     def record_discovered_features(self, features: Iterable[str]) -> list[str]:
         """Add features not seen before, in order of discovery; returns the new ones."""
+        if isinstance(features, str):  # would otherwise add one feature per character
+            raise InvalidValueError(f"features must be an iterable of names, got {features!r}")
         known = set(self.discovered_features)
         added = []
         for feature in features:
@@ -384,13 +413,15 @@ class UserAdoptionState(_Document, kw_only=True):
         """Count a finished session once and keep the index to the newest 50.
 
         A session already in the index is not counted again (a retried end).
-        The index stays ordered oldest first by capture time.
+        The index stays ordered oldest first by capture time (then session id,
+        so concurrent ends merged in any order give the same index).
         """
+        _check_entry(entry)
         if self.has_session(entry.session_id):
             return SessionRecorded(recorded=False, trimmed=0)
         index = self.sessions.index
         index.append(entry)
-        index.sort(key=lambda e: e.captured_at)
+        index.sort(key=_recency)
         trimmed = max(0, len(index) - MAX_SESSION_INDEX)
         del index[:trimmed]
         self.sessions.count += 1
@@ -407,10 +438,17 @@ class UserAdoptionState(_Document, kw_only=True):
         merge per workflow, newest evaluation wins; features and the completion
         stamp only ever accumulate.
         """
-        if self.has_session(snapshot.session_id):
+        entry = SessionIndexEntry(
+            session_id=snapshot.session_id,
+            session_number=snapshot.session_number,
+            started_at=snapshot.started_at,
+            captured_at=snapshot.captured_at,
+        )
+        _check_entry(entry)
+        if self.has_session(entry.session_id):
             return SessionRecorded(recorded=False, trimmed=0)
-        newest = max((e.captured_at for e in self.sessions.index), default=-1.0)
-        if snapshot.captured_at >= newest:
+        newest = max(map(_recency, self.sessions.index), default=None)
+        if newest is None or _recency(entry) > newest:
             self.journey_state = snapshot.journey_state
             self.mastery = msgspec.structs.replace(snapshot.mastery)
             self.onboarding.completion_rate = snapshot.completion_rate
@@ -419,10 +457,13 @@ class UserAdoptionState(_Document, kw_only=True):
         if snapshot.reached_onboarding_complete:
             self.onboarding.mark_onboarding_complete(now=snapshot.captured_at)
         progress = self.onboarding.workflow_progress
-        for wid, theirs in _copy_progress(snapshot.workflow_progress).items():
-            ours = progress.get(wid)
-            if ours is None or theirs.last_evaluated_at >= ours.last_evaluated_at:
-                progress[wid] = theirs
+        newer = {
+            wid: theirs
+            for wid, theirs in snapshot.workflow_progress.items()
+            if wid not in progress or theirs.last_evaluated_at > progress[wid].last_evaluated_at
+        }
+        if newer:  # copied, so the state never aliases the frozen snapshot
+            progress.update(_copy_progress(newer))
         onboarding = self.onboarding
         onboarding.distinct_features_seen = max(
             onboarding.distinct_features_seen, snapshot.distinct_features_seen
@@ -431,24 +472,31 @@ class UserAdoptionState(_Document, kw_only=True):
             onboarding.proactive_support_count, snapshot.proactive_support_count
         )
         self.record_discovered_features(snapshot.discovered_features)
-        return self.record_session(
-            SessionIndexEntry(
-                session_id=snapshot.session_id,
-                session_number=snapshot.session_number,
-                started_at=snapshot.started_at,
-                captured_at=snapshot.captured_at,
-            )
-        )
+        return self.record_session(entry)
 
 
-_progress_decoder = msgspec.json.Decoder(dict[str, WorkflowProgress])
+def _recency(entry: SessionIndexEntry) -> tuple[float, str]:
+    return entry.captured_at, entry.session_id
+
+
+def _check_entry(entry: SessionIndexEntry) -> None:
+    """Built in code, a Struct is not validated; a bad entry would corrupt the index order."""
+    _required_id(entry.session_id, "session_id")
+    _timestamp(entry.started_at, "started_at")
+    _timestamp(entry.captured_at, "captured_at")
+    if isinstance(entry.session_number, bool) or not isinstance(entry.session_number, int):
+        raise InvalidValueError(f"session_number must be an int, got {entry.session_number!r}")
+    if entry.session_number < 0:
+        raise InvalidValueError(f"session_number must be >= 0, got {entry.session_number}")
 
 
 def _copy_progress(progress: dict[str, WorkflowProgress]) -> dict[str, WorkflowProgress]:
-    return _progress_decoder.decode(_json.encode(progress))
+    """A deep copy (as fast as a JSON round trip, and safe for any string)."""
+    return msgspec.convert(msgspec.to_builtins(progress), dict[str, WorkflowProgress])
 
 
-class SessionSnapshot(_Document, frozen=True, kw_only=True):
+# msgspec allows a frozen Struct to extend a mutable one; mypy applies dataclass rules.
+class SessionSnapshot(_Document, frozen=True, kw_only=True):  # type: ignore[misc]
     """A frozen capture of one finished session, stored write-once."""
 
     version: Literal[1] = field(default=1, name="_v")
@@ -493,15 +541,17 @@ class SessionSnapshot(_Document, frozen=True, kw_only=True):
         """
         session_id = _required_id(session_id, "session_id")
         if completion_rate_denominator not in (DENOMINATOR_ALL_CATALOG, DENOMINATOR_ASSIGNED):
-            raise InvalidValueError(
-                f"unknown completion_rate_denominator {completion_rate_denominator!r}"
-            )
-        if isinstance(session_number, bool) or not isinstance(session_number, int):
-            raise InvalidValueError(f"session_number must be an int, got {session_number!r}")
-        if session_number < 0:
-            raise InvalidValueError(f"session_number must be >= 0, got {session_number}")
+            raise InvalidValueError(f"unknown completion_rate_denominator {completion_rate_denominator!r}")
         now = _now(now)
-        started = _finite(started_at, "started_at")
+        started = _timestamp(started_at, "started_at")
+        _check_entry(
+            SessionIndexEntry(
+                session_id=session_id,
+                session_number=session_number,
+                started_at=started,
+                captured_at=now,
+            )
+        )
         catalog = list(dict.fromkeys(str(wid) for wid in catalog_workflow_ids))
         onboarding = state.onboarding
         completed = onboarding.completed_workflow_ids
@@ -524,8 +574,6 @@ class SessionSnapshot(_Document, frozen=True, kw_only=True):
             total_catalog_workflows=len(catalog),
             completed_workflow_ids=tuple(completed),
             in_progress_workflow_ids=tuple(onboarding.in_progress_workflow_ids),
-            untouched_workflow_ids=tuple(
-                wid for wid in catalog if wid not in onboarding.workflow_progress
-            ),
+            untouched_workflow_ids=tuple(wid for wid in catalog if wid not in onboarding.workflow_progress),
             workflow_progress=_copy_progress(onboarding.workflow_progress),
         )

@@ -1,0 +1,1 @@
+"""Side-by-side performance harnesses; run each as ``python -m benchmarks.<name>``."""
