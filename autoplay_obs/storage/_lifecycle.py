@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +29,9 @@ from autoplay_obs.storage._keys import validate_id
 from autoplay_obs.storage._manager import StorageManager
 from autoplay_obs.storage._protocol import AutoplayStorageAdapter, Stored
 from autoplay_obs.storage._results import SessionEndResult, SessionStartResult
+from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import (
+    MAX_SESSION_INDEX,
     SessionRecorded,
     SessionSnapshot,
     UserAdoptionState,
@@ -50,13 +50,12 @@ __all__ = [
     "start_session",
 ]
 
-logger = logging.getLogger("autoplay_obs.lifecycle")
 
 Summarizer = Callable[[SessionSnapshot], Awaitable[str]]
 """Turns a frozen snapshot into the onboarding summary (your LLM call)."""
 
 ONBOARDING_SESSION_NUMBER = 1
-_managers: weakref.WeakKeyDictionary[Any, StorageManager] = weakref.WeakKeyDictionary()
+_TROUBLE = (StorageError, DocumentError)
 
 
 def init_user_state(user_id: str, *, metadata: dict[str, Any] | None = None) -> UserAdoptionState:
@@ -65,16 +64,26 @@ def init_user_state(user_id: str, *, metadata: dict[str, Any] | None = None) -> 
 
 
 def _manager_for(storage: AutoplayStorageAdapter) -> StorageManager:
-    """Lifecycle calls always go through a manager; one per bare adapter, reused."""
-    if isinstance(storage, StorageManager):
-        return storage
-    try:
-        manager = _managers.get(storage)
-        if manager is None:
-            manager = _managers[storage] = StorageManager([storage])
-        return manager
-    except TypeError:  # not weak-referenceable
-        return StorageManager([storage])
+    """Lifecycle calls always go through a manager.
+
+    A bare adapter gets a throwaway one per call (no cache, no cross-call
+    queueing); pass a long-lived ``StorageManager`` to have both.
+    """
+    return storage if isinstance(storage, StorageManager) else StorageManager([storage])
+
+
+def _retry_of_trimmed(state: UserAdoptionState, snapshot: SessionSnapshot) -> bool:
+    """A session older than everything in a full index whose snapshot already existed.
+
+    The index only remembers the newest 50 sessions; an end for one older than
+    all of them, whose frozen snapshot was already there, is a retry that
+    arrived late -- counting it again would break idempotency.
+    """
+    index = state.sessions.index
+    return len(index) >= MAX_SESSION_INDEX and (snapshot.captured_at, snapshot.session_id) < (
+        index[0].captured_at,
+        index[0].session_id,
+    )
 
 
 def _onboarding_session_id(state: UserAdoptionState) -> str | None:
@@ -93,12 +102,15 @@ async def _load_onboarding(
             return None
         decoded = decode_session_snapshot(raw)
     except (StorageError, DocumentError) as exc:
+        telemetry.document_refused("snapshot", exc)
         notes.append(f"onboarding snapshot: not loaded: {type(exc).__name__}")
         return None
+    telemetry.document_repaired("snapshot", len(decoded.repairs))
     notes.extend(f"onboarding snapshot {repair}" for repair in decoded.repairs)
     return decoded.value
 
 
+@telemetry.traced_session("start")
 async def start_session(
     product_id: str, user_id: str, session_id: str, storage: AutoplayStorageAdapter
 ) -> SessionStartResult:
@@ -108,12 +120,11 @@ async def start_session(
     manager = _manager_for(storage)
     with manager.recording() as calls:
         try:
-            stored = await manager.load_state(product_id, user_id)
+            stored = await manager.read_state(product_id, user_id)
             decoded = None if stored is None else decode_user_state(stored.raw, user_id=user_id)
         except (StorageError, DocumentError) as exc:
             state = init_user_state(user_id)
             state.set_current_session(session_id)
-            logger.warning("session start degraded: %s", type(exc).__name__)
             return SessionStartResult(state, False, exc, _calls=calls, degraded=True)
         state = None if decoded is None else decoded.value
         notes: list[str] = [] if decoded is None else list(decoded.repairs)
@@ -140,7 +151,7 @@ async def start_session(
                 state=state,
             )
             state, conflicts = update.state, update.conflicts
-        except (StorageError, DocumentError) as exc:
+        except (StorageError, DocumentError) as exc:  # keep the best-known state, write nothing
             error = exc
             state = state or init_user_state(user_id)
             mark_open(state)
@@ -156,9 +167,11 @@ async def start_session(
             conflicts,
             calls,
             onboarding_session=onboarding,
+            degraded=error is not None,
         )
 
 
+@telemetry.traced_summarizer
 async def _summarize(
     summarizer: Callable[[SessionSnapshot], Any], snapshot: SessionSnapshot, timeout: float
 ) -> tuple[str | None, str | None]:
@@ -170,13 +183,13 @@ async def _summarize(
     except asyncio.TimeoutError:
         return None, "TimeoutError"
     except Exception as exc:
-        logger.warning("summarizer failed: %s", type(exc).__name__)
         return None, type(exc).__name__
     if not isinstance(produced, str):
         return None, "TypeError"
     return produced, None
 
 
+@telemetry.traced_session("end")
 async def end_session(
     product_id: str,
     user_id: str,
@@ -199,20 +212,20 @@ async def end_session(
     with manager.recording() as calls:
         created_or_error, loaded_or_error = await asyncio.gather(
             manager.create_snapshot(product_id, user_id, session_id, encode(session_snapshot)),
-            manager.load_state(product_id, user_id),
+            manager.read_state(product_id, user_id),
             return_exceptions=True,
         )
         for outcome in (created_or_error, loaded_or_error):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, StorageError):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, _TROUBLE):
                 raise outcome
         created = None if isinstance(created_or_error, BaseException) else created_or_error
         error: StorageError | DocumentError | None = (
-            created_or_error if isinstance(created_or_error, StorageError) else None
+            created_or_error if isinstance(created_or_error, _TROUBLE) else None
         )
         stored: Stored | None = None
         state: UserAdoptionState | None = None
         repairs: tuple[str, ...] = ()
-        if isinstance(loaded_or_error, StorageError):
+        if isinstance(loaded_or_error, _TROUBLE):
             error = loaded_or_error
         else:
             stored = loaded_or_error
@@ -222,8 +235,15 @@ async def end_session(
                     state, repairs = decoded.value, decoded.repairs
             except DocumentError as exc:
                 error = exc
-        readable = not isinstance(loaded_or_error, StorageError) and (stored is None or state is not None)
-        if readable and state is not None and state.has_session(session_id):
+        readable = not isinstance(loaded_or_error, _TROUBLE) and (stored is None or state is not None)
+        if (
+            readable
+            and state is not None
+            and (
+                state.has_session(session_id)
+                or (created is False and _retry_of_trimmed(state, session_snapshot))
+            )
+        ):
             return SessionEndResult(
                 state, True, error, repairs, 0, calls, snapshot_created=created, duplicate=True
             )
@@ -236,13 +256,15 @@ async def end_session(
 
         def merge(s: UserAdoptionState) -> bool:
             nonlocal recorded
+            if created is False and _retry_of_trimmed(s, session_snapshot):
+                recorded = SessionRecorded(False, 0)
+                return False
             recorded = s.apply_session_snapshot(session_snapshot, summary=resolved)
             return recorded.recorded
 
         if not readable:
             stand_in = init_user_state(user_id)
             merge(stand_in)
-            logger.warning("session end not persisted: %s", type(error).__name__)
             return SessionEndResult(
                 stand_in, False, error, repairs, 0, calls,
                 snapshot_created=created, summary_error=summary_error,
@@ -259,7 +281,6 @@ async def end_session(
         except (StorageError, DocumentError) as exc:
             stand_in = state or init_user_state(user_id)
             merge(stand_in)
-            logger.warning("session end not persisted: %s", type(exc).__name__)
             return SessionEndResult(
                 stand_in, False, exc, repairs, 0, calls,
                 snapshot_created=created, summary_error=summary_error,

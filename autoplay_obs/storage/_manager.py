@@ -9,9 +9,15 @@ Decisions:
   appended to the recorder of the lifecycle call that caused it, so nothing a
   sink does is swallowed.
 - User state changes are compare-and-set on the primary. Writers for the same
-  user in this process queue on a per-user lock and hand each other the last
-  document written, so they do not fight; writers in other processes lose a
-  compare-and-set, get the current document back and re-apply their change.
+  user in this process queue on a per-user lock, so they do not fight; writers
+  in other processes lose a compare-and-set, get the current document back in
+  the same reply and re-apply their change.
+- The manager remembers the last state document it saw per user (a bounded
+  LRU) and uses it as the compare-and-set expectation instead of reading
+  first. A stale entry just loses the compare-and-set and is replaced by the
+  document the primary returns, so the cache saves a round trip and a
+  transfer when it is right and costs nothing in correctness when it is
+  wrong. Snapshots are write-once, so the ones read are cached as bytes.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,12 +44,15 @@ from autoplay_obs.errors import (
 )
 from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored, token_of
 from autoplay_obs.storage._results import AdapterCall, Outcome, Role
+from autoplay_obs.storage.adapters._json import dumps
+from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import UserAdoptionState, decode_user_state, encode
 
 __all__ = ["StateUpdate", "StorageManager"]
 
 T = TypeVar("T")
-logger = logging.getLogger("autoplay_obs.storage")
+K = TypeVar("K")
+V = TypeVar("V")
 
 _ADAPTER_METHODS: Final = (
     "save_user_state",
@@ -68,12 +77,34 @@ class StateUpdate:
 
 
 class _UserSlot:
-    __slots__ = ("last", "lock", "users")
+    __slots__ = ("lock", "users")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.users = 0
-        self.last: Stored | None = None
+
+
+class _Lru(OrderedDict[K, V]):
+    """A bounded mapping that forgets the least recently used entry."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_recent(self, key: K) -> V | None:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V | None) -> None:
+        if value is None or self.size <= 0:
+            self.pop(key, None)
+            return
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
 
 
 def adapter_name(adapter: object) -> str:
@@ -90,6 +121,7 @@ class StorageManager:
         *,
         sink_timeout: float = 5.0,
         write_deadline: float = 10.0,
+        cache_size: int = 1024,
     ) -> None:
         adapters = list(adapters)
         if not adapters:
@@ -98,6 +130,8 @@ class StorageManager:
                 "e.g. StorageManager([RedisStorageAdapter(redis_url=...)])"
             )
         for adapter in adapters:
+            if isinstance(adapter, type):
+                raise ConfigurationError(f"pass an adapter instance, not the class {adapter.__name__}")
             missing = [m for m in _ADAPTER_METHODS if not callable(getattr(adapter, m, None))]
             if missing:
                 raise ConfigurationError(f"{adapter_name(adapter)} is not an adapter: no {missing}")
@@ -112,6 +146,8 @@ class StorageManager:
         self.write_deadline = write_deadline
         self._pending: set[asyncio.Task[None]] = set()
         self._slots: dict[tuple[str, str], _UserSlot] = {}
+        self._states: _Lru[tuple[str, str], Stored] = _Lru(cache_size)
+        self._snapshots: _Lru[tuple[str, str, str], bytes] = _Lru(cache_size)
 
     # -- recording ---------------------------------------------------------
 
@@ -162,12 +198,12 @@ class StorageManager:
             calls = _recorder.get()
             if calls is not None:
                 calls.append(record)
-            if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT):
-                logger.warning("%s %s %s failed: %s", role, record.adapter, operation, error_type)
+            telemetry.adapter_call(adapter, record)
 
     # -- sinks -------------------------------------------------------------
 
     def _fan_out(self, operation: str, write: Callable[[Any], Awaitable[None]]) -> None:
+        telemetry.sinks_started(len(self.sinks))
         for sink in self.sinks:
             task = asyncio.create_task(self._sink_write(sink, operation, write))
             self._pending.add(task)
@@ -180,18 +216,19 @@ class StorageManager:
             await self._run(sink, "sink", operation, lambda: write(sink), timeout=self.sink_timeout)
 
     def mirror_state(self, product_id: str, user_id: str, raw: bytes) -> None:
-        """Send the stored state document to the sinks in the background."""
+        """Send the stored state to the sinks in the background, each its own copy."""
         if self.sinks:
-            document = msgspec.json.decode(raw)
-            self._fan_out("save_user_state", lambda s: s.save_user_state(product_id, user_id, document))
+            self._fan_out(
+                "save_user_state",
+                lambda s: s.save_user_state(product_id, user_id, msgspec.json.decode(raw)),
+            )
 
-    def mirror_snapshot(
-        self, product_id: str, user_id: str, session_id: str, document: dict[str, Any]
-    ) -> None:
+    def mirror_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> None:
+        """Send a newly frozen snapshot to the sinks in the background, each its own copy."""
         if self.sinks:
             self._fan_out(
                 "save_session_snapshot",
-                lambda s: s.save_session_snapshot(product_id, user_id, session_id, document),
+                lambda s: s.save_session_snapshot(product_id, user_id, session_id, msgspec.json.decode(raw)),
             )
 
     async def drain(self) -> None:
@@ -222,22 +259,35 @@ class StorageManager:
     # -- primary operations used by the lifecycle --------------------------
 
     async def load_state(self, product_id: str, user_id: str) -> Stored | None:
-        return await self._run(
+        """Read the state from the primary (and remember it)."""
+        stored = await self._run(
             self.primary,
             "primary",
             "load_state",
             lambda: self._atomic.load_state(product_id, user_id),
             lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
         )
+        self._states.put((product_id, user_id), stored)
+        return stored
+
+    async def read_state(self, product_id: str, user_id: str) -> Stored | None:
+        """The remembered state if any (validated later by compare-and-set), else a read."""
+        known = self._states.get_recent((product_id, user_id))
+        return known if known is not None else await self.load_state(product_id, user_id)
 
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
-        return await self._run(
-            self.primary,
-            "primary",
-            "load_snapshot",
-            lambda: self._atomic.load_snapshot(product_id, user_id, session_id),
-            lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
-        )
+        key = (product_id, user_id, session_id)
+        raw = self._snapshots.get_recent(key)
+        if raw is None:
+            raw = await self._run(
+                self.primary,
+                "primary",
+                "load_snapshot",
+                lambda: self._atomic.load_snapshot(product_id, user_id, session_id),
+                lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
+            )
+            self._snapshots.put(key, raw)
+        return raw
 
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
         """Freeze the snapshot on the primary; sinks get it only when it is new."""
@@ -249,7 +299,7 @@ class StorageManager:
             lambda new: Outcome.OK if new else Outcome.DUPLICATE,
         )
         if created:
-            self.mirror_snapshot(product_id, user_id, session_id, msgspec.json.decode(raw))
+            self.mirror_snapshot(product_id, user_id, session_id, raw)
         return created
 
     @contextlib.asynccontextmanager
@@ -287,9 +337,11 @@ class StorageManager:
         conflicts = 0
         repairs: tuple[str, ...] = ()
         deadline = time.monotonic() + self.write_deadline
-        async with self._user_slot((product_id, user_id)) as slot:
-            if slot.last is not None:
-                stored, state = slot.last, None
+        key = (product_id, user_id)
+        async with self._user_slot(key):
+            latest = self._states.get_recent(key)
+            if latest is not None and latest is not stored:  # written while we queued
+                stored, state = latest, None
             while True:
                 if stored is None:
                     state = create()
@@ -310,11 +362,13 @@ class StorageManager:
                     lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
                 )
                 if ok:
-                    slot.last = Stored(raw, token_of(raw))
+                    self._states.put(key, Stored(raw, token_of(raw)))
                     self.mirror_state(product_id, user_id, raw)
                     return StateUpdate(state, True, conflicts, repairs)
                 conflicts += 1
+                telemetry.cas_retry(conflicts, expected, None if current is None else current.token)
                 stored, state = current, None
+                self._states.put(key, current)
                 if time.monotonic() > deadline:
                     raise ConflictError(f"state of one user changed {conflicts} times under this writer")
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**conflicts)))
@@ -329,18 +383,14 @@ class StorageManager:
             "save_user_state",
             lambda: self.primary.save_user_state(product_id, user_id, state),
         )
-        self._fan_out("save_user_state", lambda s: s.save_user_state(product_id, user_id, state))
+        self._states.put((product_id, user_id), None)
+        self.mirror_state(product_id, user_id, dumps(state))
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        await self._run(
-            self.primary,
-            "primary",
-            "save_session_snapshot",
-            lambda: self.primary.save_session_snapshot(product_id, user_id, session_id, snapshot),
-        )
-        self.mirror_snapshot(product_id, user_id, session_id, snapshot)
+        """Write-once on the primary; the sinks see it only if this call froze it."""
+        await self.create_snapshot(product_id, user_id, session_id, dumps(snapshot))
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
         return await self._first("get_user_state", lambda a: a.get_user_state(product_id, user_id))

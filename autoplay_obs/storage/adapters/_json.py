@@ -1,7 +1,14 @@
-"""Plain-dict <-> bytes for the seed's dict-level adapter methods."""
+"""Plain-dict <-> bytes for the seed's dict-level adapter methods.
+
+msgspec is the fast path both ways. A lone surrogate (``"\\ud800"``, which
+Python's ``json`` writes and the reference package can store) is the one case
+msgspec cannot encode or decode; the standard library handles it, with ASCII
+escapes on the way out, so such documents round-trip instead of being refused.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 import msgspec
@@ -16,7 +23,9 @@ _encoder: Final = msgspec.json.Encoder()
 def dumps(document: dict[str, Any]) -> bytes:
     try:
         return _encoder.encode(document)
-    except (TypeError, msgspec.EncodeError) as exc:
+    except UnicodeEncodeError:
+        return json.dumps(document, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
         raise UnreadableDocumentError(f"document is not JSON-serialisable: {exc}") from exc
 
 
@@ -26,8 +35,11 @@ def loads(raw: bytes | None) -> dict[str, Any] | None:
         return None
     try:
         value = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise UnreadableDocumentError(f"stored document is not JSON: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise UnreadableDocumentError(f"stored document is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise UnreadableDocumentError(f"stored document is a JSON {type(value).__name__}")
     return value

@@ -10,11 +10,15 @@ Decisions:
 - Every command touches one key, so the adapter runs unchanged on Redis Cluster.
 - Timeouts and retries are short by default (a session start must not hang on
   a dead server); pass your own client for anything else.
+- In-flight commands are capped at the pool's size: redis-py's default pool
+  raises ``MaxConnectionsError`` past its limit instead of queueing, so a
+  burst of sessions on an injected client would otherwise fail.
 - redis-py errors are mapped once, here, to ``StorageUnavailableError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -99,6 +103,8 @@ class RedisStorageAdapter:
         self._redis: Redis = client
         self._ttl_s = ttl_s
         self._swap = client.register_script(_SWAP_SCRIPT)
+        pool_size = getattr(client.connection_pool, "max_connections", None)
+        self._in_flight = asyncio.Semaphore(pool_size or max_connections)
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
 
     def describe(self) -> dict[str, str | int]:
@@ -117,7 +123,8 @@ class RedisStorageAdapter:
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await command()
+            async with self._in_flight:
+                return await command()
         except self._errors as exc:
             if "WRONGTYPE" in str(exc):
                 raise UnreadableDocumentError("key holds a non-string Redis value") from exc
