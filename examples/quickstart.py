@@ -64,7 +64,8 @@ async def main() -> None:
             )
 
         retry = await end_session("prod_1", "u_123", snapshot, storage, summarizer=summarize)
-        print(f"retry of {snapshot.session_id}: duplicate={retry.duplicate}, count stays {retry.state.sessions_count}")
+        count = retry.state.sessions_count
+        print(f"retry of {snapshot.session_id}: duplicate={retry.duplicate}, count stays {count}")
 
 
 if __name__ == "__main__":
