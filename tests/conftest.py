@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -232,6 +233,16 @@ class Behaviour:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Dropped and reset connections are what these tests provoke: not worth a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class RecordingHTTPServer:
     """A real HTTP server on 127.0.0.1 that records requests; stoppable on a fixed port."""
 
@@ -290,8 +301,7 @@ class RecordingHTTPServer:
         if self._server is not None:
             return
         self._stopping.clear()
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler_class())
-        server.daemon_threads = True
+        server = _QuietHTTPServer(("127.0.0.1", self.port), self._handler_class())
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)

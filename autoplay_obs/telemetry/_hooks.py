@@ -40,7 +40,8 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
@@ -141,7 +142,14 @@ class _Recorder:
         if meter is not None:
             self.otel = {}
             for key, inst in INSTRUMENTS.items():
-                if inst.kind == "histogram":
+                if inst.kind == "observed_counter":
+                    meter.create_observable_counter(
+                        inst.name,
+                        callbacks=[_observe_deliveries],
+                        unit=inst.unit,
+                        description=inst.description,
+                    )
+                elif inst.kind == "histogram":
                     hist = meter.create_histogram(
                         inst.name,
                         unit=inst.unit,
@@ -769,3 +777,29 @@ def _failure_outcome(error_type: str) -> str:
 
 def _log_summarizer(error_type: str, span: Any) -> None:
     log.warning(("summarizer", error_type), f"summarizer failed: {error_type}", span, error_type=error_type)
+
+
+# ---------------------------------------------------------------------------- sink delivery
+
+_ledgers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_delivery_ledger(ledger: Any) -> None:
+    """A sink's delivery ledger (``.sink`` and ``.snapshot()``), read at every collection."""
+    _ledgers.add(ledger)
+    _live()  # make sure the observing instrument exists on the current meter
+
+
+def delivery_counts() -> dict[tuple[str, str, str], int]:
+    """Running totals per (sink, outcome, reason) over every live ledger; in-flight is derived."""
+    totals: Counter[tuple[str, str, str]] = Counter()
+    for ledger in list(_ledgers):
+        for (outcome, reason), count in ledger.snapshot().items():
+            if outcome != "in_flight":
+                totals[(ledger.sink, outcome, reason)] += count
+    return dict(totals)
+
+
+def _observe_deliveries(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    for (sink, outcome, reason), count in delivery_counts().items():
+        yield metrics.Observation(count, {"sink": sink, "outcome": outcome, "reason": reason})

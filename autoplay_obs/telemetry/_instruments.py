@@ -42,7 +42,8 @@ class Instrument:
 
     key: str
     name: str
-    kind: Literal["counter", "histogram"]
+    kind: Literal["counter", "histogram", "observed_counter"]
+    """``observed_counter``: a running total read at collection time, never recorded."""
     unit: str
     description: str
     labels: tuple[str, ...] = ()
@@ -53,6 +54,11 @@ class Instrument:
         """The exposed family name (counters' samples add ``_total``)."""
         base = self.name.replace(".", "_")
         return f"{base}_seconds" if self.unit == "s" else base
+
+    @property
+    def prometheus_type(self) -> str:
+        """The exposed family type (an observed counter is a counter to Prometheus)."""
+        return "histogram" if self.kind == "histogram" else "counter"
 
     @property
     def prometheus_unit(self) -> str:
@@ -152,6 +158,15 @@ INSTRUMENTS: Final[dict[str, Instrument]] = {
             "Lifecycle calls by how their writes went: all_ok, degraded (a sink or a secondary "
             "primary call failed), primary_failed (the state change was not persisted).",
             ("result",),
+        ),
+        Instrument(
+            "sink_deliveries",
+            "autoplay.sink.deliveries",
+            "observed_counter",
+            "{event}",
+            "Analytics sink events by outcome (enqueued, delivered, failed, dropped, late) and "
+            "reason, from each SDK's own callbacks; enqueued minus the settled outcomes is in flight.",
+            ("sink", "outcome", "reason"),
         ),
     )
 }

@@ -53,7 +53,9 @@ def enable() -> CollectorRegistry:
             reg = client.CollectorRegistry(auto_describe=True)
             instruments: dict[str, Any] = {}
             for key, inst in INSTRUMENTS.items():
-                if inst.kind == "histogram":
+                if inst.kind == "observed_counter":
+                    reg.register(_DeliveryCollector(client, inst))
+                elif inst.kind == "histogram":
                     instruments[key] = client.Histogram(
                         inst.prometheus_name,
                         inst.description,
@@ -69,6 +71,27 @@ def enable() -> CollectorRegistry:
             _registry, _instruments = reg, instruments
         _hooks._set_prometheus(_instruments)
         return _registry
+
+
+class _DeliveryCollector:
+    """Exposes the sinks' delivery ledgers as a counter family, read at scrape time."""
+
+    def __init__(self, client: Any, instrument: Any) -> None:
+        self._family = client.metrics_core.CounterMetricFamily
+        self._instrument = instrument
+
+    def _empty(self) -> Any:
+        inst = self._instrument
+        return self._family(inst.prometheus_name, inst.description, labels=inst.labels)
+
+    def describe(self) -> list[Any]:
+        return [self._empty()]
+
+    def collect(self) -> list[Any]:
+        family = self._empty()
+        for labels, count in sorted(_hooks.delivery_counts().items()):
+            family.add_metric(labels, count)
+        return [family]
 
 
 def disable() -> None:

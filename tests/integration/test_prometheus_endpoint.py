@@ -100,7 +100,7 @@ async def test_scrape_openmetrics_with_exemplars_and_promtool(
     assert content_type.startswith("application/openmetrics-text")
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for inst in INSTRUMENTS.values():
-        assert families[inst.prometheus_name].type == inst.kind
+        assert families[inst.prometheus_name].type == inst.prometheus_type
 
     durations = families["autoplay_adapter_operation_duration_seconds"]
     assert durations.unit == "seconds"

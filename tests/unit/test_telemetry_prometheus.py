@@ -83,7 +83,7 @@ def test_every_instrument_is_a_family_with_its_labels(prom_otel: Prom) -> None:
     described = {m.name: m for m in prom_otel.registry.collect()}
     for inst in INSTRUMENTS.values():
         family = described[inst.prometheus_name]
-        assert family.type == ("histogram" if inst.kind == "histogram" else "counter")
+        assert family.type == inst.prometheus_type
         assert family.documentation == inst.description
         assert family.unit == inst.prometheus_unit
     assert INSTRUMENTS["adapter_duration"].prometheus_name == "autoplay_adapter_operation_duration_seconds"

@@ -37,6 +37,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from autoplay_obs.telemetry import _hooks as telemetry
+
 __all__ = [
     "DELIVERED",
     "DROPPED",
@@ -191,6 +193,7 @@ class DeliveryLedger:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._pending: Counter[str] = Counter()
         self._written_off: Counter[str] = Counter()
+        telemetry.register_delivery_ledger(self)
 
     def set_probe(self, probe: Callable[[], bool] | None) -> None:
         with self.lock:
