@@ -42,7 +42,13 @@ from autoplay_obs.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored, token_of
+from autoplay_obs.storage._protocol import (
+    AtomicStore,
+    AutoplayStorageAdapter,
+    Stored,
+    new_revision,
+    token_of,
+)
 from autoplay_obs.storage._results import AdapterCall, Outcome, Role
 from autoplay_obs.storage.adapters._json import dumps
 from autoplay_obs.telemetry import _hooks as telemetry
@@ -239,11 +245,9 @@ class StorageManager:
     async def aclose(self) -> None:
         """Drain the sinks, then close every adapter that can be closed."""
         await self.drain()
-        for adapter in self.adapters:
-            close = getattr(adapter, "aclose", None)
-            if callable(close):
-                with contextlib.suppress(Exception):
-                    await close()
+        closers = [getattr(adapter, "aclose", None) for adapter in self.adapters]
+        # Concurrently: each sink's close is bounded by its own timeout, not the sum of them.
+        await asyncio.gather(*(close() for close in closers if callable(close)), return_exceptions=True)
 
     async def __aenter__(self) -> StorageManager:
         return self
@@ -350,6 +354,7 @@ class StorageManager:
                     state, repairs = decoded.value, decoded.repairs
                 if not change(state):
                     return StateUpdate(state, False, conflicts, repairs)
+                state.revision = new_revision()
                 raw = encode(state)
                 expected = None if stored is None else stored.token
                 ok, current = await self._run(

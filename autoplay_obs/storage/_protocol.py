@@ -15,7 +15,8 @@ primary without it gets best-effort read-modify-write.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+import secrets
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["AtomicStore", "AutoplayStorageAdapter", "Stored", "token_of"]
 
@@ -48,8 +49,25 @@ class Stored(NamedTuple):
     token: str
 
 
+REVISION_PREFIX: Final = b'{"_rev":"'
+REVISION_END: Final = len(REVISION_PREFIX) + 32
+"""A state written through a manager starts ``{"_rev":"<32 hex>"``."""
+
+
+def new_revision() -> str:
+    return secrets.token_hex(16)
+
+
 def token_of(raw: bytes) -> str:
-    """The compare-and-set token: SHA-1 of the stored bytes (Redis can compute it too)."""
+    """The compare-and-set token of stored bytes.
+
+    The revision a manager wrote at the document's head, when there is one
+    (cheap to read on the server too: 42 bytes); otherwise the SHA-1 of the
+    whole document, so one written by another tool -- which drops ``_rev`` --
+    is still compared exactly.
+    """
+    if raw.startswith(REVISION_PREFIX) and raw[REVISION_END : REVISION_END + 1] == b'"':
+        return raw[len(REVISION_PREFIX) : REVISION_END].decode("ascii", "replace")
     return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
 
 

@@ -319,6 +319,10 @@ class SessionRecorded(NamedTuple):
 class UserAdoptionState(_Document, kw_only=True):
     """The mutable per-user record, read at session start and merged at session end."""
 
+    revision: str | msgspec.UnsetType = field(default=msgspec.UNSET, name="_rev")
+    """Opaque; a fresh random token on every write through a manager. Declared first so
+    it is the document's first bytes: a compare-and-set reads 42 bytes, not the document.
+    Absent (not written) until then, so documents stay exactly what other readers expect."""
     version: Literal[1] = field(default=1, name="_v")
     user_id: str
     metadata: dict[str, Any] = {}
