@@ -236,14 +236,12 @@ async def end_session(
             except DocumentError as exc:
                 error = exc
         readable = not isinstance(loaded_or_error, _TROUBLE) and (stored is None or state is not None)
-        if (
-            readable
-            and state is not None
-            and (
-                state.has_session(session_id)
-                or (created is False and _retry_of_trimmed(state, session_snapshot))
-            )
-        ):
+
+        def counted(s: UserAdoptionState) -> bool:
+            """Already in the state: a retried end (checked again on every compare-and-set attempt)."""
+            return s.has_session(session_id) or (created is False and _retry_of_trimmed(s, session_snapshot))
+
+        if readable and state is not None and counted(state):  # skip the summarizer for a retry
             return SessionEndResult(
                 state, True, error, repairs, 0, calls, snapshot_created=created, duplicate=True
             )
@@ -256,10 +254,11 @@ async def end_session(
 
         def merge(s: UserAdoptionState) -> bool:
             nonlocal recorded
-            if created is False and _retry_of_trimmed(s, session_snapshot):
-                recorded = SessionRecorded(False, 0)
-                return False
-            recorded = s.apply_session_snapshot(session_snapshot, summary=resolved)
+            recorded = (
+                SessionRecorded(False, 0)
+                if counted(s)
+                else s.apply_session_snapshot(session_snapshot, summary=resolved)
+            )
             return recorded.recorded
 
         if not readable:
