@@ -22,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from autoplay_obs.errors import DocumentError, InvalidValueError, StorageError
 from autoplay_obs.storage._keys import validate_id
 from autoplay_obs.storage._manager import StorageManager
-from autoplay_obs.storage._protocol import AutoplayStorageAdapter, Stored
+from autoplay_obs.storage._protocol import AutoplayStorageAdapter
 from autoplay_obs.storage._results import SessionEndResult, SessionStartResult
 from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import (
@@ -56,6 +56,7 @@ Summarizer = Callable[[SessionSnapshot], Awaitable[str]]
 
 ONBOARDING_SESSION_NUMBER = 1
 _TROUBLE = (StorageError, DocumentError)
+T = TypeVar("T")
 
 
 def init_user_state(user_id: str, *, metadata: dict[str, Any] | None = None) -> UserAdoptionState:
@@ -84,6 +85,14 @@ def _retry_of_trimmed(state: UserAdoptionState, snapshot: SessionSnapshot) -> bo
         index[0].captured_at,
         index[0].session_id,
     )
+
+
+async def _attempt(step: Awaitable[T]) -> tuple[T | None, StorageError | DocumentError | None]:
+    """A primary step's value, or the storage trouble that stopped it (anything else raises)."""
+    try:
+        return await step, None
+    except _TROUBLE as exc:
+        return None, exc
 
 
 def _onboarding_session_id(state: UserAdoptionState) -> str | None:
@@ -126,9 +135,9 @@ async def start_session(
             state = init_user_state(user_id)
             state.set_current_session(session_id)
             return SessionStartResult(state, False, exc, _calls=calls, degraded=True)
-        state = None if decoded is None else decoded.value
+        known = None if decoded is None else decoded.value
         notes: list[str] = [] if decoded is None else list(decoded.repairs)
-        first_id = None if state is None else _onboarding_session_id(state)
+        first_id = None if known is None else _onboarding_session_id(known)
         onboarding_task = (
             asyncio.ensure_future(_load_onboarding(manager, product_id, user_id, first_id, notes))
             if first_id
@@ -148,12 +157,12 @@ async def start_session(
                 mark_open,
                 create=lambda: init_user_state(user_id),
                 stored=stored,
-                state=state,
+                state=known,
             )
             state, conflicts = update.state, update.conflicts
         except (StorageError, DocumentError) as exc:  # keep the best-known state, write nothing
             error = exc
-            state = state or init_user_state(user_id)
+            state = known or init_user_state(user_id)
             mark_open(state)
         onboarding = await onboarding_task if onboarding_task else None
         latest_first_id = _onboarding_session_id(state)
@@ -210,32 +219,20 @@ async def end_session(
     session_id = validate_id(session_snapshot.session_id, "session_id")
     manager = _manager_for(storage)
     with manager.recording() as calls:
-        created_or_error, loaded_or_error = await asyncio.gather(
-            manager.create_snapshot(product_id, user_id, session_id, encode(session_snapshot)),
-            manager.read_state(product_id, user_id),
-            return_exceptions=True,
+        (created, snapshot_error), (stored, load_error) = await asyncio.gather(
+            _attempt(manager.create_snapshot(product_id, user_id, session_id, encode(session_snapshot))),
+            _attempt(manager.read_state(product_id, user_id)),
         )
-        for outcome in (created_or_error, loaded_or_error):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, _TROUBLE):
-                raise outcome
-        created = None if isinstance(created_or_error, BaseException) else created_or_error
-        error: StorageError | DocumentError | None = (
-            created_or_error if isinstance(created_or_error, _TROUBLE) else None
-        )
-        stored: Stored | None = None
         state: UserAdoptionState | None = None
         repairs: tuple[str, ...] = ()
-        if isinstance(loaded_or_error, _TROUBLE):
-            error = loaded_or_error
-        else:
-            stored = loaded_or_error
+        if stored is not None:
             try:
-                if stored is not None:
-                    decoded = decode_user_state(stored.raw, user_id=user_id)
-                    state, repairs = decoded.value, decoded.repairs
+                decoded = decode_user_state(stored.raw, user_id=user_id)
+                state, repairs = decoded.value, decoded.repairs
             except DocumentError as exc:
-                error = exc
-        readable = not isinstance(loaded_or_error, _TROUBLE) and (stored is None or state is not None)
+                load_error = exc
+        error = load_error or snapshot_error
+        readable = load_error is None
 
         def counted(s: UserAdoptionState) -> bool:
             """Already in the state: a retried end (checked again on every compare-and-set attempt)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import random
 import time
 from collections import OrderedDict
@@ -361,9 +362,7 @@ class StorageManager:
                     self.primary,
                     "primary",
                     "swap_state",
-                    lambda raw=raw, expected=expected: self._atomic.swap_state(
-                        product_id, user_id, raw, expected
-                    ),
+                    functools.partial(self._atomic.swap_state, product_id, user_id, raw, expected),
                     lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
                 )
                 if ok:
@@ -419,7 +418,7 @@ class StorageManager:
                     adapter,
                     "primary" if i == 0 else "sink",
                     operation,
-                    lambda a=adapter: read(a),
+                    functools.partial(read, adapter),
                     lambda value: Outcome.OK if value is not None else Outcome.NOT_FOUND,
                 )
             except StorageError as exc:

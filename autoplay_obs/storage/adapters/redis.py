@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from autoplay_obs.errors import (
     ConfigurationError,
@@ -135,16 +135,19 @@ class RedisStorageAdapter:
                 raise UnreadableDocumentError("key holds a non-string Redis value") from exc
             raise StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
 
+    async def _get(self, key: str) -> bytes | None:
+        # The client is built without decode_responses, so replies are bytes.
+        return cast("bytes | None", await self._call(lambda: self._redis.get(key)))
+
     async def load_state(self, product_id: str, user_id: str) -> Stored | None:
-        key = user_state_key(product_id, user_id)
-        raw: bytes | None = await self._call(lambda: self._redis.get(key))
+        raw = await self._get(user_state_key(product_id, user_id))
         return None if raw is None else Stored(raw, token_of(raw))
 
     async def swap_state(
         self, product_id: str, user_id: str, raw: bytes, expected: str | None
     ) -> tuple[bool, Stored | None]:
         key = user_state_key(product_id, user_id)
-        args = [expected or "", raw, str(self._ttl_s or 0)]
+        args: list[bytes | str] = [expected or "", raw, str(self._ttl_s or 0)]
         reply: list[Any] = await self._call(lambda: self._swap(keys=[key], args=args))
         if reply[0] == 1:
             return True, None
@@ -157,9 +160,7 @@ class RedisStorageAdapter:
         return bool(created)
 
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
-        key = session_key(product_id, user_id, session_id)
-        raw: bytes | None = await self._call(lambda: self._redis.get(key))
-        return raw
+        return await self._get(session_key(product_id, user_id, session_id))
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
         key, raw = user_state_key(product_id, user_id), dumps(state)
