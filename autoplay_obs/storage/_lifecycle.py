@@ -103,8 +103,9 @@ def _onboarding_session_id(state: UserAdoptionState) -> str | None:
 
 
 async def _load_onboarding(
-    manager: StorageManager, product_id: str, user_id: str, session_id: str, notes: list[str]
+    manager: StorageManager, product_id: str, user_id: str, session_id: str
 ) -> SessionSnapshot | None:
+    """The onboarding snapshot, or None; a damaged or missing one is counted, never raised."""
     try:
         raw = await manager.load_snapshot(product_id, user_id, session_id)
         if raw is None:
@@ -112,10 +113,8 @@ async def _load_onboarding(
         decoded = decode_session_snapshot(raw)
     except (StorageError, DocumentError) as exc:
         telemetry.document_refused("snapshot", exc)
-        notes.append(f"onboarding snapshot: not loaded: {type(exc).__name__}")
         return None
     telemetry.document_repaired("snapshot", len(decoded.repairs))
-    notes.extend(f"onboarding snapshot {repair}" for repair in decoded.repairs)
     return decoded.value
 
 
@@ -136,10 +135,10 @@ async def start_session(
             state.set_current_session(session_id)
             return SessionStartResult(state, False, exc, _calls=calls, degraded=True)
         known = None if decoded is None else decoded.value
-        notes: list[str] = [] if decoded is None else list(decoded.repairs)
+        repairs = () if decoded is None else decoded.repairs
         first_id = None if known is None else _onboarding_session_id(known)
         onboarding_task = (
-            asyncio.ensure_future(_load_onboarding(manager, product_id, user_id, first_id, notes))
+            asyncio.ensure_future(_load_onboarding(manager, product_id, user_id, first_id))
             if first_id
             else None
         )
@@ -167,12 +166,12 @@ async def start_session(
         onboarding = await onboarding_task if onboarding_task else None
         latest_first_id = _onboarding_session_id(state)
         if latest_first_id and latest_first_id != first_id:
-            onboarding = await _load_onboarding(manager, product_id, user_id, latest_first_id, notes)
+            onboarding = await _load_onboarding(manager, product_id, user_id, latest_first_id)
         return SessionStartResult(
             state,
             error is None,
             error,
-            tuple(notes),
+            repairs,
             conflicts,
             calls,
             onboarding_session=onboarding,

@@ -670,7 +670,7 @@ def _finish_session(
             span.add_event("autoplay.snapshot.exists")
         if recorder is not None:
             recorder.record("snapshot_writes", 1, ("created" if created else "duplicate",), trace_id)
-    state_repairs = sum(1 for note in result.repairs if not note.startswith("onboarding snapshot"))
+    state_repairs = len(result.repairs)
     if state_repairs:
         span.add_event(
             "autoplay.document.repaired", {"autoplay.document": "state", "autoplay.repairs": state_repairs}
