@@ -1,0 +1,61 @@
+"""The demo's knobs, one dataclass shared by the command line, the simulation and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DemoConfig"]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything a demo run needs; the defaults finish in seconds with no services."""
+
+    sessions: int = 1000
+    """Sessions to simulate (ignored when ``duration`` is set)."""
+    duration: float | None = None
+    """Run for this many seconds instead of a fixed number of sessions."""
+    users: int = 60
+    concurrency: int = 16
+    replicas: int = 2
+    """Agent processes sharing the store, each with its own StorageManager (and cache)."""
+    seed: int = 7
+    product_id: str | None = None
+    """Defaults to ``demo`` in memory, ``demo-<random>`` on Redis (so runs never mix)."""
+    redis_url: str | None = None
+    posthog_host: str | None = None
+    amplitude_url: str | None = None
+    sink_error_rate: float = 0.0
+    sink_latency: float = 0.0
+    summarizer_failure_rate: float = 0.0
+    summarizer_timeout: float = 0.5
+    primary_outage: float = 0.0
+    """Share of the run during which the primary is unreachable (in three windows)."""
+    retry_rate: float = 0.03
+    """Share of session ends the host sends twice, as after a lost reply."""
+    edge_cases: bool = True
+    """A user whose full 50-entry session index overflows, a repairable and a newer-version document."""
+    prometheus_port: int | None = None
+    otlp_endpoint: str | None = None
+    linger: float = 0.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("sink_error_rate", "summarizer_failure_rate", "retry_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if not 0.0 <= self.primary_outage <= 0.9:
+            raise ValueError(f"primary_outage must be between 0 and 0.9, got {self.primary_outage}")
+        for name in ("sessions", "users", "concurrency", "replicas"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError(f"duration must be positive, got {self.duration}")
+        for name in ("sink_latency", "linger", "summarizer_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    @property
+    def sinks_configured(self) -> bool:
+        return bool(self.posthog_host or self.amplitude_url)
