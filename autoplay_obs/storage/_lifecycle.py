@@ -96,10 +96,12 @@ async def _attempt(step: Awaitable[T]) -> tuple[T | None, StorageError | Documen
 
 
 def _onboarding_session_id(state: UserAdoptionState) -> str | None:
+    """From the index, or from the pointer kept once its entry was trimmed."""
     for entry in state.sessions.index:
         if entry.session_number == ONBOARDING_SESSION_NUMBER:
             return entry.session_id
-    return None
+    kept = state.sessions.onboarding_session_id
+    return kept if isinstance(kept, str) else None
 
 
 async def _load_onboarding(
@@ -222,6 +224,10 @@ async def end_session(
             _attempt(manager.create_snapshot(product_id, user_id, session_id, encode(session_snapshot))),
             _attempt(manager.read_state(product_id, user_id)),
         )
+        if created is False and load_error is None:
+            # The snapshot was already there: most likely a retry. Judge it on the primary's
+            # state rather than a cached copy, so a retry never runs the summarizer again.
+            stored, load_error = await _attempt(manager.load_state(product_id, user_id))
         state: UserAdoptionState | None = None
         repairs: tuple[str, ...] = ()
         if stored is not None:

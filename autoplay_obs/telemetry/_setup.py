@@ -69,7 +69,8 @@ def configure_telemetry(
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError as exc:
-        raise MissingDependencyError("configure_telemetry", "prometheus") from exc
+        extra = "otlp" if otlp_endpoint and prometheus_port is None else "prometheus"
+        raise MissingDependencyError("configure_telemetry", extra) from exc
     if record_user_id is not None:
         _hooks.set_user_id_recording(record_user_id)
     resource = Resource.create({"service.name": service_name})

@@ -307,6 +307,9 @@ class Sessions(_Document):
     count: Count = 0
     current_session_id: str | None = None
     index: list[SessionIndexEntry] = []
+    onboarding_session_id: str | msgspec.UnsetType = msgspec.UNSET
+    """The first (onboarding) session, remembered after its index entry is trimmed, so a
+    long-time user still gets their onboarding context. Absent until known."""
 
 
 class SessionRecorded(NamedTuple):
@@ -426,6 +429,10 @@ class UserAdoptionState(_Document, kw_only=True):
         index = self.sessions.index
         index.append(entry)
         index.sort(key=_recency)
+        if self.sessions.onboarding_session_id is msgspec.UNSET:
+            first = next((e.session_id for e in index if e.session_number == 1), None)
+            if first is not None:
+                self.sessions.onboarding_session_id = first
         trimmed = max(0, len(index) - MAX_SESSION_INDEX)
         del index[:trimmed]
         self.sessions.count += 1
