@@ -15,6 +15,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from autoplay_obs.user_adoption_state import (
     JourneyState,
     MasteryLevel,
@@ -126,6 +128,9 @@ def build_state(seed: int = 7) -> UserAdoptionState:
     state.onboarding.summary = _evidence(rng, 6)
     state.mark_judged(now=T0 + 51 * 86_400.0)
     state.last_updated_at = T0 + 51 * 86_400.0  # the mutations above stamp wall-clock time
+    # A document both packages round-trip: without the onboarding pointer only this package
+    # writes (the reference drops it), so every contender reads and writes the same bytes.
+    state.sessions.onboarding_session_id = msgspec.UNSET
     return state
 
 

@@ -97,9 +97,11 @@ class _Sessions(msgspec.Struct):
     count: int = 0
     current_session_id: str | None = None
     index: list[_IndexEntry] = []
+    onboarding_session_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class _State(msgspec.Struct, kw_only=True):
+    rev: str | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="_rev")
     v: int = msgspec.field(default=1, name="_v")
     user_id: str
     metadata: dict[str, Any] = {}
