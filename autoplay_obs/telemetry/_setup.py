@@ -49,6 +49,7 @@ def configure_telemetry(
     prometheus_addr: str = "127.0.0.1",
     record_user_id: str | None = None,
     install_globally: bool = True,
+    export_timeout: float = 5.0,
 ) -> TelemetryHandle:
     """Install OpenTelemetry SDK providers, and optionally OTLP export and a Prometheus endpoint.
 
@@ -58,6 +59,10 @@ def configure_telemetry(
     - metrics: an SDK ``MeterProvider`` exporting by OTLP when ``otlp_endpoint`` is given.
     - Prometheus: ``prometheus_port`` (0 = any free port) serves ``/metrics`` on
       ``prometheus_addr`` from the library's own registry, with trace exemplars.
+
+    ``export_timeout`` bounds each OTLP export, retries included, so an
+    unreachable collector delays ``shutdown()`` by seconds, not the SDK's
+    default half a minute.
 
     The providers are installed as the global ones (OpenTelemetry allows that
     once per process) unless ``install_globally=False``, in which case only this
@@ -84,11 +89,13 @@ def configure_telemetry(
         except ImportError as exc:
             raise MissingDependencyError("OTLP export", "otlp") from exc
         tracer_provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=_with_path(otlp_endpoint, "/v1/traces")))
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=_with_path(otlp_endpoint, "/v1/traces"), timeout=export_timeout)
+            )
         )
         readers.append(
             PeriodicExportingMetricReader(
-                OTLPMetricExporter(endpoint=_with_path(otlp_endpoint, "/v1/metrics"))
+                OTLPMetricExporter(endpoint=_with_path(otlp_endpoint, "/v1/metrics"), timeout=export_timeout)
             )
         )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -198,4 +200,24 @@ async def test_configure_telemetry_exports_otlp_and_serves_prometheus() -> None:
         collector.shutdown()
         collector.server_close()
         prometheus.disable()
+        telemetry.use_providers()
+
+
+async def test_shutdown_with_an_unreachable_collector_is_bounded_by_export_timeout() -> None:
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    handle = configure_telemetry(
+        service_name="autoplay-test",
+        otlp_endpoint=f"http://127.0.0.1:{dead_port}",
+        install_globally=False,
+        export_timeout=1.0,
+    )
+    try:
+        await start_session("prod", "user", "s1", StorageManager([Primary()]))
+        started = time.monotonic()
+        await asyncio.to_thread(handle.shutdown)
+        # The SDK's defaults retry for tens of seconds; a 1 s budget per export keeps it to a few.
+        assert time.monotonic() - started < 8.0
+    finally:
         telemetry.use_providers()
