@@ -220,8 +220,9 @@ async def end_session(
     session_id = validate_id(session_snapshot.session_id, "session_id")
     manager = _manager_for(storage)
     with manager.recording() as calls:
+        snapshot_raw = encode(session_snapshot)
         (created, snapshot_error), (stored, load_error) = await asyncio.gather(
-            _attempt(manager.create_snapshot(product_id, user_id, session_id, encode(session_snapshot))),
+            _attempt(manager.create_snapshot(product_id, user_id, session_id, snapshot_raw)),
             _attempt(manager.read_state(product_id, user_id)),
         )
         if created is False and load_error is None:
@@ -286,6 +287,8 @@ async def end_session(
                 stand_in, False, exc, repairs, 0, calls,
                 snapshot_created=created, summary_error=summary_error,
             )  # fmt: skip
+        if recorded.recorded:  # the sinks get a session once, when it is counted
+            manager.mirror_snapshot(product_id, user_id, session_id, snapshot_raw)
         return SessionEndResult(
             update.state,
             True,

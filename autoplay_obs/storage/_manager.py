@@ -49,6 +49,7 @@ from autoplay_obs.storage._protocol import (
     Stored,
     new_revision,
     token_of,
+    without_revision,
 )
 from autoplay_obs.storage._results import AdapterCall, Outcome, Role
 from autoplay_obs.storage.adapters._json import dumps
@@ -227,7 +228,7 @@ class StorageManager:
         if self.sinks:
             self._fan_out(
                 "save_user_state",
-                lambda s: s.save_user_state(product_id, user_id, msgspec.json.decode(raw)),
+                lambda s: s.save_user_state(product_id, user_id, without_revision(msgspec.json.decode(raw))),
             )
 
     def mirror_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> None:
@@ -295,7 +296,7 @@ class StorageManager:
         return raw
 
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
-        """Freeze the snapshot on the primary; sinks get it only when it is new."""
+        """Freeze the snapshot on the primary (only): True when this call created it."""
         created = await self._run(
             self.primary,
             "primary",
@@ -303,8 +304,6 @@ class StorageManager:
             lambda: self._atomic.create_snapshot(product_id, user_id, session_id, raw),
             lambda new: Outcome.OK if new else Outcome.DUPLICATE,
         )
-        if created:
-            self.mirror_snapshot(product_id, user_id, session_id, raw)
         return created
 
     @contextlib.asynccontextmanager
@@ -365,8 +364,11 @@ class StorageManager:
                     functools.partial(self._atomic.swap_state, product_id, user_id, raw, expected),
                     lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
                 )
+                written = Stored(raw, token_of(raw))
+                if not ok and current is not None and current.token == written.token:
+                    ok = True  # our own write, landed before a lost reply and a client retry
                 if ok:
-                    self._states.put(key, Stored(raw, token_of(raw)))
+                    self._states.put(key, written)
                     self.mirror_state(product_id, user_id, raw)
                     return StateUpdate(state, True, conflicts, repairs)
                 conflicts += 1
@@ -394,7 +396,9 @@ class StorageManager:
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
         """Write-once on the primary; the sinks see it only if this call froze it."""
-        await self.create_snapshot(product_id, user_id, session_id, dumps(snapshot))
+        raw = dumps(snapshot)
+        if await self.create_snapshot(product_id, user_id, session_id, raw):
+            self.mirror_snapshot(product_id, user_id, session_id, raw)
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
         return await self._first("get_user_state", lambda a: a.get_user_state(product_id, user_id))

@@ -58,6 +58,21 @@ def new_revision() -> str:
     return secrets.token_hex(16)
 
 
+def with_new_revision(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict to store by a plain overwrite: a fresh revision at its head.
+
+    A caller that read a document and saves it back would otherwise store new
+    content under the old revision, and another writer's compare-and-set
+    holding that revision would then pass and overwrite the change.
+    """
+    return {"_rev": new_revision(), **without_revision(state)}
+
+
+def without_revision(state: dict[str, Any]) -> dict[str, Any]:
+    """A state as the dict-level API shows it: the revision is the atomic path's business."""
+    return {k: v for k, v in state.items() if k != "_rev"}
+
+
 def token_of(raw: bytes) -> str:
     """The compare-and-set token of stored bytes.
 

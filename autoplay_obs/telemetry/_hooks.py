@@ -782,17 +782,28 @@ def _log_summarizer(error_type: str, span: Any) -> None:
 # ---------------------------------------------------------------------------- sink delivery
 
 _ledgers: weakref.WeakSet[Any] = weakref.WeakSet()
+_retired: Counter[tuple[str, str, str]] = Counter()
+"""Totals of ledgers already garbage-collected: kept, so the counter never goes backwards."""
+_retired_lock = threading.Lock()
 
 
 def register_delivery_ledger(ledger: Any) -> None:
-    """A sink's delivery ledger (``.sink`` and ``.snapshot()``), read at every collection."""
+    """A sink's delivery ledger (``.sink``, ``.snapshot()``, ``.counts``), read at every collection."""
     _ledgers.add(ledger)
+    weakref.finalize(ledger, _retire, ledger.sink, ledger.counts)
     _live()  # make sure the observing instrument exists on the current meter
+
+
+def _retire(sink: str, counts: Mapping[tuple[str, str], int]) -> None:
+    with _retired_lock:
+        for (outcome, reason), count in counts.items():
+            _retired[(sink, outcome, reason)] += count
 
 
 def delivery_counts() -> dict[tuple[str, str, str], int]:
     """Running totals per (sink, outcome, reason) over every live ledger; in-flight is derived."""
-    totals: Counter[tuple[str, str, str]] = Counter()
+    with _retired_lock:
+        totals: Counter[tuple[str, str, str]] = Counter(_retired)
     for ledger in list(_ledgers):
         for (outcome, reason), count in ledger.snapshot().items():
             if outcome != "in_flight":

@@ -104,8 +104,11 @@ def configure_telemetry(
 
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
-        if trace.get_tracer_provider() is not tracer_provider:
-            logger.warning("a global TracerProvider was already set; autoplay_obs uses its own")
+        if (
+            trace.get_tracer_provider() is not tracer_provider
+            or metrics.get_meter_provider() is not meter_provider
+        ):
+            logger.warning("a global tracer or meter provider was already set; autoplay_obs uses its own")
             _hooks.use_providers(tracer_provider, meter_provider)
     else:
         _hooks.use_providers(tracer_provider, meter_provider)

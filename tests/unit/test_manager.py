@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -219,6 +220,8 @@ async def test_dict_writes_reach_primary_and_sinks() -> None:
     await manager.save_session_snapshot(P, U, "s1", {"session_id": "s1"})
     await manager.drain()
     assert await primary.get_user_state(P, U) == {"user_id": U, "n": 1}
+    stored = await primary.load_state(P, U)  # the bytes carry a fresh revision at their head
+    assert stored is not None and re.match(rb'\{"_rev":"[0-9a-f]{32}",', stored.raw)
     assert sink.states[P, U] == {"user_id": U, "n": 1}
     assert sink.snapshots[P, U, "s1"] == {"session_id": "s1"}
 

@@ -52,3 +52,12 @@ def test_without_redis_py_the_error_names_the_extra(monkeypatch: pytest.MonkeyPa
     with pytest.raises(MissingDependencyError, match=r'pip install "autoplay-obs\[redis\]"') as caught:
         RedisStorageAdapter(redis_url="redis://localhost")
     assert isinstance(caught.value, ImportError) and caught.value.extra == "redis"
+
+
+async def test_a_redis_cluster_client_is_accepted() -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    cluster = RedisCluster(host="127.0.0.1", port=7000)  # nothing is dialled before the first command
+    adapter = RedisStorageAdapter(client=cluster)
+    assert adapter.describe() == {"db.system.name": "redis"}
+    assert adapter._in_flight._value == 64  # no pool to size from: the adapter's own default cap

@@ -82,3 +82,24 @@ def test_otel_reader_observes_the_same_totals(reader: InMemoryMetricReader) -> N
     assert seen[("enqueued", "")] == 5
     assert seen[("delivered", "acknowledged")] == 2
     assert seen[("dropped", "queue_full")] == 1
+
+
+def test_a_collected_ledger_keeps_its_totals_so_the_counter_never_goes_backwards() -> None:
+    import gc
+
+    kept, dropped = DeliveryLedger("test-sink-retired"), DeliveryLedger("test-sink-retired")
+    for i in range(5):
+        kept.refuse(f"k{i}", "closed")
+    for i in range(3):
+        dropped.refuse(f"d{i}", "closed")
+    before = telemetry_counts("test-sink-retired")
+    del dropped
+    gc.collect()
+    assert telemetry_counts("test-sink-retired") == before == {("enqueued", ""): 8, ("dropped", "closed"): 8}
+    assert kept.totals()["dropped"] == 5
+
+
+def telemetry_counts(sink: str) -> dict[tuple[str, str], int]:
+    from autoplay_obs.telemetry._hooks import delivery_counts
+
+    return {(o, r): n for (s, o, r), n in delivery_counts().items() if s == sink}

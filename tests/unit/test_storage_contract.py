@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from autoplay_obs.storage import AtomicStore, AutoplayStorageAdapter, Stored
+from autoplay_obs.storage._protocol import without_revision
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -123,7 +124,7 @@ async def test_swap_token_matches_a_document_written_by_another_tool(backend: Ba
     """Documents with no revision (written by the reference package) are still compared exactly."""
     a = backend.adapter
     foreign = b'{"user_id": "u_1",   "sessions": {"count": 2}}'
-    await a.save_user_state(P, U, {"user_id": U, "sessions": {"count": 2}})
+    assert (await a.swap_state(P, U, b'{"user_id":"u_1","sessions":{"count":2}}', None))[0]
     stored = await a.load_state(P, U)
     assert stored.token == sha1(stored.raw)
     assert (await a.swap_state(P, U, foreign, stored.token))[0]
@@ -191,7 +192,8 @@ async def test_dict_and_atomic_views_agree(backend: Backend) -> None:
     a = backend.adapter
     await a.save_user_state(P, U, {"user_id": U, "n": 1})
     stored = await a.load_state(P, U)
-    assert msgspec.json.decode(stored.raw) == {"user_id": U, "n": 1}
+    assert stored.raw.startswith(b'{"_rev":"') and len(stored.token) == 32  # a fresh revision
+    assert without_revision(msgspec.json.decode(stored.raw)) == {"user_id": U, "n": 1}
     raw = doc(n=7)
     assert (await a.swap_state(P, U, raw, stored.token))[0]
     assert await a.get_user_state(P, U) == msgspec.json.decode(raw)

@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import threading
 import uuid
 from collections import Counter
@@ -76,8 +77,17 @@ LATE: Final = "late"
 _KEY_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "autoplay-obs:" + SESSION_EVENT)
 
 
-_RANDOM_BASE: Final = uuid.uuid4().int
+_RANDOM_BASE = uuid.uuid4().int
 _sequence = itertools.count()
+
+
+def _reseed() -> None:
+    """A forked worker (gunicorn --preload, Celery prefork) draws its own base."""
+    global _RANDOM_BASE, _sequence
+    _RANDOM_BASE, _sequence = uuid.uuid4().int, itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed)
 
 
 def unique_event_key() -> str:
@@ -194,6 +204,11 @@ class DeliveryLedger:
         self._pending: Counter[str] = Counter()
         self._written_off: Counter[str] = Counter()
         telemetry.register_delivery_ledger(self)
+
+    @property
+    def counts(self) -> Counter[tuple[str, str]]:
+        """The live settled counters (no in-flight entry); read them under ``lock``."""
+        return self._counts
 
     def set_probe(self, probe: Callable[[], bool] | None) -> None:
         with self.lock:

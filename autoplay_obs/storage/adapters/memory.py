@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from autoplay_obs.storage._keys import session_key, user_state_key
-from autoplay_obs.storage._protocol import Stored, token_of
+from autoplay_obs.storage._protocol import Stored, token_of, with_new_revision, without_revision
 from autoplay_obs.storage.adapters._json import dumps, loads
 
 __all__ = ["InMemoryStorageAdapter"]
@@ -53,10 +53,11 @@ class InMemoryStorageAdapter:
         return self._data.get(session_key(product_id, user_id, session_id))
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
-        self._data[user_state_key(product_id, user_id)] = dumps(state)
+        self._data[user_state_key(product_id, user_id)] = dumps(with_new_revision(state))
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        return loads(self._data.get(user_state_key(product_id, user_id)))
+        found = loads(self._data.get(user_state_key(product_id, user_id)))
+        return None if found is None else without_revision(found)
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]

@@ -30,7 +30,7 @@ from autoplay_obs.errors import (
     UnreadableDocumentError,
 )
 from autoplay_obs.storage._keys import session_key, user_state_key
-from autoplay_obs.storage._protocol import Stored, token_of
+from autoplay_obs.storage._protocol import Stored, token_of, with_new_revision, without_revision
 from autoplay_obs.storage.adapters._json import dumps, loads
 
 if TYPE_CHECKING:
@@ -108,13 +108,16 @@ class RedisStorageAdapter:
         self._redis: Redis = client
         self._ttl_s = ttl_s
         self._swap = client.register_script(_SWAP_SCRIPT)
-        pool_size = getattr(client.connection_pool, "max_connections", None)
+        pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", None)
         self._in_flight = asyncio.Semaphore(pool_size or max_connections)
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
 
     def describe(self) -> dict[str, str | int]:
         """Span attributes naming the server, per the OpenTelemetry database conventions."""
-        kwargs = self._redis.connection_pool.connection_kwargs
+        pool = getattr(self._redis, "connection_pool", None)
+        if pool is None:  # a cluster client: each command's node is its own
+            return {"db.system.name": "redis"}
+        kwargs = pool.connection_kwargs
         attributes: dict[str, str | int] = {
             "db.system.name": "redis",
             "db.namespace": str(kwargs.get("db", 0)),
@@ -163,12 +166,12 @@ class RedisStorageAdapter:
         return await self._get(session_key(product_id, user_id, session_id))
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
-        key, raw = user_state_key(product_id, user_id), dumps(state)
+        key, raw = user_state_key(product_id, user_id), dumps(with_new_revision(state))
         await self._call(lambda: self._redis.set(key, raw, ex=self._ttl_s))
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        stored = await self.load_state(product_id, user_id)
-        return loads(None if stored is None else stored.raw)
+        found = loads(await self._get(user_state_key(product_id, user_id)))
+        return None if found is None else without_revision(found)
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
