@@ -8,16 +8,14 @@ read returns a fresh copy. Not shared across processes.
 
 from __future__ import annotations
 
-from typing import Any
-
 from autoplay_obs.storage._keys import session_key, user_state_key
-from autoplay_obs.storage._protocol import Stored, token_of, with_new_revision, without_revision
-from autoplay_obs.storage.adapters._json import dumps, loads
+from autoplay_obs.storage._protocol import Stored, token_of
+from autoplay_obs.storage.adapters._dict_view import DictView
 
 __all__ = ["InMemoryStorageAdapter"]
 
 
-class InMemoryStorageAdapter:
+class InMemoryStorageAdapter(DictView):
     """Dict-backed primary; implements both the seed Protocol and ``AtomicStore``."""
 
     name = "memory"
@@ -52,19 +50,5 @@ class InMemoryStorageAdapter:
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
         return self._data.get(session_key(product_id, user_id, session_id))
 
-    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
-        self._data[user_state_key(product_id, user_id)] = dumps(with_new_revision(state))
-
-    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        found = loads(self._data.get(user_state_key(product_id, user_id)))
-        return None if found is None else without_revision(found)
-
-    async def save_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
-    ) -> None:
-        await self.create_snapshot(product_id, user_id, session_id, dumps(snapshot))
-
-    async def get_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str
-    ) -> dict[str, Any] | None:
-        return loads(await self.load_snapshot(product_id, user_id, session_id))
+    async def _put_state(self, product_id: str, user_id: str, raw: bytes) -> None:
+        self._data[user_state_key(product_id, user_id)] = raw

@@ -30,8 +30,8 @@ from autoplay_obs.errors import (
     UnreadableDocumentError,
 )
 from autoplay_obs.storage._keys import session_key, user_state_key
-from autoplay_obs.storage._protocol import Stored, token_of, with_new_revision, without_revision
-from autoplay_obs.storage.adapters._json import dumps, loads
+from autoplay_obs.storage._protocol import Stored, token_of
+from autoplay_obs.storage.adapters._dict_view import DictView
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -63,7 +63,7 @@ return {1}
 """
 
 
-class RedisStorageAdapter:
+class RedisStorageAdapter(DictView):
     """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``."""
 
     name = "redis"
@@ -165,23 +165,9 @@ class RedisStorageAdapter:
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
         return await self._get(session_key(product_id, user_id, session_id))
 
-    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
-        key, raw = user_state_key(product_id, user_id), dumps(with_new_revision(state))
+    async def _put_state(self, product_id: str, user_id: str, raw: bytes) -> None:
+        key = user_state_key(product_id, user_id)
         await self._call(lambda: self._redis.set(key, raw, ex=self._ttl_s))
-
-    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        found = loads(await self._get(user_state_key(product_id, user_id)))
-        return None if found is None else without_revision(found)
-
-    async def save_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
-    ) -> None:
-        await self.create_snapshot(product_id, user_id, session_id, dumps(snapshot))
-
-    async def get_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str
-    ) -> dict[str, Any] | None:
-        return loads(await self.load_snapshot(product_id, user_id, session_id))
 
     async def aclose(self) -> None:
         """Close the connection pool this adapter created (an injected client is yours)."""
