@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +41,8 @@ import fakeredis.aioredis
 import pytest
 import redis
 import redis.asyncio
+
+from autoplay_obs.user_adoption_state import SessionSnapshot, UserAdoptionState
 
 REQUIRE_SERVERS_ENV = "AUTOPLAY_REQUIRE_SERVERS"
 SERVER_MARKERS = ("redis_server", "prometheus")
@@ -449,3 +451,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
     report.longrepr = f"{REQUIRE_SERVERS_ENV}=1 but this {'/'.join(markers)} test was skipped: {reason}"
+
+
+# ---------------------------------------------------------------- session snapshots
+
+SNAPSHOT_T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def make_snapshot() -> Callable[..., SessionSnapshot]:
+    """A snapshot factory with explicit, distinct timestamps (no wall-clock races)."""
+
+    def make(
+        session_id: str,
+        *,
+        number: int = 1,
+        captured_at: float | None = None,
+        user_id: str = "u_1",
+        state: UserAdoptionState | None = None,
+        catalog: tuple[str, ...] = ("create_project", "invite_team"),
+    ) -> SessionSnapshot:
+        captured = SNAPSHOT_T0 + 60.0 * number if captured_at is None else captured_at
+        return SessionSnapshot.from_adoption_state(
+            state or UserAdoptionState(user_id=user_id),
+            session_id=session_id,
+            session_number=number,
+            started_at=captured - 30.0,
+            catalog_workflow_ids=list(catalog),
+            now=captured,
+        )
+
+    return make

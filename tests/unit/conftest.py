@@ -19,9 +19,6 @@ import fakeredis.aioredis
 import pytest
 
 from autoplay_obs.storage import InMemoryStorageAdapter, RedisStorageAdapter
-from autoplay_obs.user_adoption_state import SessionSnapshot, UserAdoptionState
-
-T0 = 1_700_000_000.0
 
 
 @dataclass
@@ -86,29 +83,3 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     finally:
         for adapter in [b.adapter, *b._opened]:
             await adapter.aclose()
-
-
-@pytest.fixture
-def make_snapshot() -> Callable[..., SessionSnapshot]:
-    """A snapshot factory with explicit, distinct timestamps (no wall-clock races)."""
-
-    def make(
-        session_id: str,
-        *,
-        number: int = 1,
-        captured_at: float | None = None,
-        user_id: str = "u_1",
-        state: UserAdoptionState | None = None,
-        catalog: tuple[str, ...] = ("create_project", "invite_team"),
-    ) -> SessionSnapshot:
-        captured = T0 + 60.0 * number if captured_at is None else captured_at
-        return SessionSnapshot.from_adoption_state(
-            state or UserAdoptionState(user_id=user_id),
-            session_id=session_id,
-            session_number=number,
-            started_at=captured - 30.0,
-            catalog_workflow_ids=list(catalog),
-            now=captured,
-        )
-
-    return make
