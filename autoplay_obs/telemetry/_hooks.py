@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
@@ -595,6 +595,28 @@ def _session_arguments(
     )
 
 
+@contextlib.contextmanager
+def _current_span(live: _Live, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """A span (a null one without a tracer) current for the body; ended here only if it raises.
+
+    On success the caller ends it, after recording the outcome on it.
+    """
+    if live.tracer is None:
+        yield NULL_SPAN
+        return
+    span = live.tracer.start_span(name, attributes=attributes)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield span
+    except BaseException as exc:
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        span.end()
+        raise
+    finally:
+        otel_context.detach(token)
+
+
 def traced_session(phase: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Wrap ``start_session`` (phase ``start``) or ``end_session`` (``end``) in a span and metrics."""
     span_name = f"autoplay.session.{phase}"
@@ -611,10 +633,8 @@ def traced_session(phase: str) -> Callable[[Callable[P, Awaitable[R]]], Callable
                     _log_not_persisted(phase, result, None)
                 return result
             product_id, user_id, session_id, session_number = _session_arguments(phase, args, kwargs)
-            span: Any = NULL_SPAN
-            attach_token = None
+            attributes: dict[str, Any] = {}
             if live.tracer is not None:
-                attributes: dict[str, Any] = {}
                 if isinstance(product_id, str):
                     attributes["autoplay.product_id"] = product_id
                 if isinstance(session_id, str):
@@ -624,23 +644,15 @@ def traced_session(phase: str) -> Callable[[Callable[P, Awaitable[R]]], Callable
                 hidden = _user_id_attribute(user_id)
                 if hidden is not None:
                     attributes["autoplay.user_id"] = hidden
-                span = live.tracer.start_span(span_name, attributes=attributes)
-                attach_token = otel_context.attach(trace.set_span_in_context(span))
             call = _SessionCall(live.recorder)
-            if live.prom is not None:
-                call.trace_id = _trace_id(span) or _trace_id(trace.get_current_span())
-            call_token = _call.set(call)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                span.end()
-                raise
-            finally:
-                _call.reset(call_token)
-                if attach_token is not None:
-                    otel_context.detach(attach_token)
+            with _current_span(live, span_name, attributes) as span:
+                if live.prom is not None:
+                    call.trace_id = _trace_id(span) or _trace_id(trace.get_current_span())
+                call_token = _call.set(call)
+                try:
+                    result = await fn(*args, **kwargs)
+                finally:
+                    _call.reset(call_token)
             try:
                 _finish_session(phase, span, call, result, live.recorder)
             except Exception:  # telemetry must never replace the lifecycle result
@@ -736,22 +748,9 @@ def traced_summarizer(
             if produced[1] is not None:
                 _log_summarizer(produced[1], None)
             return produced
-        span: Any = NULL_SPAN
-        attach_token = None
-        if live.tracer is not None:
-            span = live.tracer.start_span("autoplay.summarizer")
-            attach_token = otel_context.attach(trace.set_span_in_context(span))
         started = time.perf_counter()
-        try:
+        with _current_span(live, "autoplay.summarizer") as span:
             produced = await fn(*args, **kwargs)
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            span.end()
-            raise
-        finally:
-            if attach_token is not None:
-                otel_context.detach(attach_token)
         duration = time.perf_counter() - started
         error_type = produced[1]
         trace_id = _trace_id(span) if live.prom is not None else None
