@@ -20,14 +20,15 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from autoplay_obs.errors import DocumentError, InvalidValueError, StorageError
 from autoplay_obs.storage._keys import validate_id
-from autoplay_obs.storage._manager import StorageManager
-from autoplay_obs.storage._protocol import AutoplayStorageAdapter
+from autoplay_obs.storage._manager import Freeze, StateUpdate, StorageManager
+from autoplay_obs.storage._protocol import AutoplayStorageAdapter, Stored
 from autoplay_obs.storage._results import SessionEndResult, SessionStartResult
 from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import (
@@ -35,7 +36,6 @@ from autoplay_obs.user_adoption_state import (
     SessionRecorded,
     SessionSnapshot,
     UserAdoptionState,
-    decode_session_snapshot,
     decode_user_state,
     encode,
 )
@@ -109,10 +109,9 @@ async def _load_onboarding(
 ) -> SessionSnapshot | None:
     """The onboarding snapshot, or None; a damaged or missing one is counted, never raised."""
     try:
-        raw = await manager.load_snapshot(product_id, user_id, session_id)
-        if raw is None:
+        decoded = await manager.load_snapshot(product_id, user_id, session_id)
+        if decoded is None:
             return None
-        decoded = decode_session_snapshot(raw)
     except (StorageError, DocumentError) as exc:
         telemetry.document_refused("snapshot", exc)
         return None
@@ -139,9 +138,10 @@ async def start_session(
         known = None if decoded is None else decoded.value
         repairs = () if decoded is None else decoded.repairs
         first_id = None if known is None else _onboarding_session_id(known)
-        onboarding_task = (
+        onboarding = manager.remembered_snapshot(product_id, user_id, first_id) if first_id else None
+        onboarding_task = (  # read alongside the state write
             asyncio.ensure_future(_load_onboarding(manager, product_id, user_id, first_id))
-            if first_id
+            if first_id and onboarding is None
             else None
         )
 
@@ -165,7 +165,8 @@ async def start_session(
             error = exc
             state = known or init_user_state(user_id)
             mark_open(state)
-        onboarding = await onboarding_task if onboarding_task else None
+        if onboarding_task:
+            onboarding = await onboarding_task
         latest_first_id = _onboarding_session_id(state)
         if latest_first_id and latest_first_id != first_id:
             onboarding = await _load_onboarding(manager, product_id, user_id, latest_first_id)
@@ -199,6 +200,75 @@ async def _summarize(
     return produced, None
 
 
+class _Merge:
+    """The session-end change to a state: pure, so the compare-and-set loop may run it again.
+
+    It keeps what the lifecycle needs afterwards: whether it counted the
+    session, and the last state it saw (the stand-in when the write fails).
+    """
+
+    def __init__(self, user_id: str, snapshot: SessionSnapshot, summary: str | None, freeze: Freeze) -> None:
+        self.user_id = user_id
+        self.snapshot = snapshot
+        self.summary = summary
+        self.freeze = freeze
+        self.recorded = SessionRecorded(False, 0)
+        self.state: UserAdoptionState | None = None
+        self.repairs: tuple[str, ...] = ()
+
+    def counted(self, state: UserAdoptionState) -> bool:
+        """Already in the state: a retried end.
+
+        A session older than everything in a full index is one unless this
+        call froze its snapshot (until that is known, it is held back).
+        """
+        return state.has_session(self.snapshot.session_id) or (
+            self.freeze.created is not True and _retry_of_trimmed(state, self.snapshot)
+        )
+
+    def __call__(self, state: UserAdoptionState) -> bool:
+        self.state = state
+        self.recorded = (
+            SessionRecorded(False, 0)
+            if self.counted(state)
+            else state.apply_session_snapshot(self.snapshot, summary=self.summary)
+        )
+        return self.recorded.recorded
+
+    def stand_in(self) -> UserAdoptionState:
+        """The state the host gets when the write failed: the best known, with the session."""
+        state = self.state or init_user_state(self.user_id)
+        self(state)
+        return state
+
+    async def read(
+        self, manager: StorageManager, product_id: str, *, fresh: bool
+    ) -> tuple[Stored | None, UserAdoptionState | None]:
+        """The stored state (``fresh``: as the primary has it, not as cached), decoded."""
+        stored = await (manager.load_state if fresh else manager.read_state)(product_id, self.user_id)
+        if stored is None:
+            return None, None
+        decoded = decode_user_state(stored.raw, user_id=self.user_id)
+        self.repairs = decoded.repairs
+        return stored, decoded.value
+
+    async def write(
+        self,
+        manager: StorageManager,
+        product_id: str,
+        stored: Stored | None,
+        state: UserAdoptionState | None,
+    ) -> StateUpdate:
+        """Merge by compare-and-set; the snapshot, if not yet written, goes out with it."""
+        create = functools.partial(init_user_state, self.user_id)
+        return await manager.update_state(
+            product_id, self.user_id, self, create=create, stored=stored, state=state, freeze=self.freeze
+        )
+
+    async def into(self, manager: StorageManager, product_id: str, *, fresh: bool) -> StateUpdate:
+        return await self.write(manager, product_id, *await self.read(manager, product_id, fresh=fresh))
+
+
 @telemetry.traced_session("end")
 async def end_session(
     product_id: str,
@@ -219,86 +289,50 @@ async def end_session(
         )
     session_id = validate_id(session_snapshot.session_id, "session_id")
     manager = _manager_for(storage)
+    freeze = Freeze(session_id, encode(session_snapshot))
+    merge = _Merge(user_id, session_snapshot, summary, freeze)
+    summary_error: str | None = None
+    update: StateUpdate | None = None
     with manager.recording() as calls:
-        snapshot_raw = encode(session_snapshot)
-        (created, snapshot_error), (stored, load_error) = await asyncio.gather(
-            _attempt(manager.create_snapshot(product_id, user_id, session_id, snapshot_raw)),
-            _attempt(manager.read_state(product_id, user_id)),
-        )
-        if created is False and load_error is None:
-            # The snapshot was already there: most likely a retry. Judge it on the primary's
-            # state rather than a cached copy, so a retry never runs the summarizer again.
-            stored, load_error = await _attempt(manager.load_state(product_id, user_id))
-        state: UserAdoptionState | None = None
-        repairs: tuple[str, ...] = ()
-        if stored is not None:
-            try:
-                decoded = decode_user_state(stored.raw, user_id=user_id)
-                state, repairs = decoded.value, decoded.repairs
-            except DocumentError as exc:
-                load_error = exc
-        error = load_error or snapshot_error
-        readable = load_error is None
-
-        def counted(s: UserAdoptionState) -> bool:
-            """Already in the state: a retried end (checked again on every compare-and-set attempt)."""
-            return s.has_session(session_id) or (created is False and _retry_of_trimmed(s, session_snapshot))
-
-        if readable and state is not None and counted(state):  # skip the summarizer for a retry
-            return SessionEndResult(
-                state, True, error, repairs, 0, calls, snapshot_created=created, duplicate=True
-            )
-
-        resolved, summary_error = summary, None
         if summary is None and summarizer is not None:
-            resolved, summary_error = await _summarize(summarizer, session_snapshot, summarizer_timeout)
-
-        recorded = SessionRecorded(False, 0)
-
-        def merge(s: UserAdoptionState) -> bool:
-            nonlocal recorded
-            recorded = (
-                SessionRecorded(False, 0)
-                if counted(s)
-                else s.apply_session_snapshot(session_snapshot, summary=resolved)
-            )
-            return recorded.recorded
-
-        if not readable:
-            stand_in = init_user_state(user_id)
-            merge(stand_in)
+            await manager.freeze(product_id, user_id, freeze)
+            # Judged before paying for the summarizer -- on the primary's own state when
+            # the snapshot was already there -- so a retry never runs it again.
+            read, error = await _attempt(merge.read(manager, product_id, fresh=freeze.created is False))
+            stored, state = read or (None, None)
+            if state is not None and merge.counted(state):
+                return SessionEndResult(
+                    state, True, freeze.error, merge.repairs, 0, calls,
+                    snapshot_created=freeze.created, duplicate=True,
+                )  # fmt: skip
+            merge.summary, summary_error = await _summarize(summarizer, session_snapshot, summarizer_timeout)
+            if error is None:
+                update, error = await _attempt(merge.write(manager, product_id, stored, state))
+        else:
+            update, error = await _attempt(merge.into(manager, product_id, fresh=False))
+            if error is None and not merge.recorded.recorded and freeze.created is False:
+                # The snapshot was already there: a retry, judged on the primary's own
+                # state rather than a cached copy.
+                update, error = await _attempt(merge.into(manager, product_id, fresh=True))
+        if not freeze.sent:  # the state could not be read; the snapshot is frozen all the same
+            await manager.freeze(product_id, user_id, freeze)
+        if update is None:
             return SessionEndResult(
-                stand_in, False, error, repairs, 0, calls,
-                snapshot_created=created, summary_error=summary_error,
+                merge.stand_in(), False, error or freeze.error, merge.repairs, 0, calls,
+                snapshot_created=freeze.created, summary_error=summary_error,
             )  # fmt: skip
-        try:
-            update = await manager.update_state(
-                product_id,
-                user_id,
-                merge,
-                create=lambda: init_user_state(user_id),
-                stored=stored,
-                state=state,
-            )
-        except (StorageError, DocumentError) as exc:
-            stand_in = state or init_user_state(user_id)
-            merge(stand_in)
-            return SessionEndResult(
-                stand_in, False, exc, repairs, 0, calls,
-                snapshot_created=created, summary_error=summary_error,
-            )  # fmt: skip
-        if recorded.recorded:  # the sinks get a session once, when it is counted
-            manager.mirror_snapshot(product_id, user_id, session_id, snapshot_raw)
+        if merge.recorded.recorded:  # the sinks get a session once, when it is counted
+            manager.mirror_snapshot(product_id, user_id, session_id, freeze.raw)
         return SessionEndResult(
             update.state,
             True,
-            error,
-            update.repairs or repairs,
+            freeze.error,
+            update.repairs or merge.repairs,
             update.conflicts,
             calls,
-            snapshot_created=created,
-            duplicate=not recorded.recorded,
-            trimmed=recorded.trimmed,
+            snapshot_created=freeze.created,
+            duplicate=not merge.recorded.recorded,
+            trimmed=merge.recorded.trimmed,
             summary_error=summary_error,
         )
 

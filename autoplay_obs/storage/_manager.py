@@ -17,7 +17,8 @@ Decisions:
   first. A stale entry just loses the compare-and-set and is replaced by the
   document the primary returns, so the cache saves a round trip and a
   transfer when it is right and costs nothing in correctness when it is
-  wrong. Snapshots are write-once, so the ones read are cached as bytes.
+  wrong. Snapshots are write-once, so the ones read are cached decoded, and
+  each caller gets a copy (cheaper than decoding again).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -54,9 +55,17 @@ from autoplay_obs.storage._protocol import (
 from autoplay_obs.storage._results import AdapterCall, Outcome, Role
 from autoplay_obs.storage.adapters._json import dumps
 from autoplay_obs.telemetry import _hooks as telemetry
-from autoplay_obs.user_adoption_state import UserAdoptionState, decode_user_state, encode
+from autoplay_obs.user_adoption_state import (
+    Decoded,
+    SessionSnapshot,
+    UserAdoptionState,
+    decode_session_snapshot,
+    decode_user_state,
+    encode,
+)
+from autoplay_obs.user_adoption_state._models import copy_snapshot
 
-__all__ = ["StateUpdate", "StorageManager"]
+__all__ = ["Freeze", "StateUpdate", "StorageManager"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -82,6 +91,18 @@ class StateUpdate:
     written: bool
     conflicts: int
     repairs: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Freeze:
+    """A snapshot to write once ahead of a state change (``update_state(freeze=...)``)."""
+
+    session_id: str
+    raw: bytes
+    created: bool | None = None
+    """True: this call froze it; False: it was already there; None: not answered (yet)."""
+    error: AutoplayError | None = None
+    sent: bool = False
 
 
 class _UserSlot:
@@ -113,6 +134,23 @@ class _Lru(OrderedDict[K, V]):
         self.move_to_end(key)
         if len(self) > self.size:
             self.popitem(last=False)
+
+
+def _error_type(exc: AutoplayError) -> str:
+    return type(exc.__cause__ or exc).__name__
+
+
+def _record(
+    adapter: object, role: Role, operation: str, outcome: Outcome, started: float, error_type: str | None
+) -> None:
+    """One adapter call, for the lifecycle call that caused it and for telemetry."""
+    record = AdapterCall(
+        adapter_name(adapter), role, operation, outcome, time.perf_counter() - started, error_type
+    )
+    calls = _recorder.get()
+    if calls is not None:
+        calls.append(record)
+    telemetry.adapter_call(adapter, record)
 
 
 def adapter_name(adapter: object) -> str:
@@ -149,13 +187,14 @@ class StorageManager:
         self._atomic: AtomicStore = (
             self.primary if isinstance(self.primary, AtomicStore) else _DictPrimary(self.primary)
         )
+        self._bundle: Callable[..., Awaitable[Any]] | None = getattr(self._atomic, "freeze_and_swap", None)
         self._primary_name = adapter_name(self.primary)
         self.sink_timeout = sink_timeout
         self.write_deadline = write_deadline
         self._pending: set[asyncio.Task[None]] = set()
         self._slots: dict[tuple[str, str], _UserSlot] = {}
         self._states: _Lru[tuple[str, str], Stored] = _Lru(cache_size)
-        self._snapshots: _Lru[tuple[str, str, str], bytes] = _Lru(cache_size)
+        self._snapshots: _Lru[tuple[str, str, str], SessionSnapshot] = _Lru(cache_size)
 
     # -- recording ---------------------------------------------------------
 
@@ -189,24 +228,13 @@ class StorageManager:
             outcome, error_type = Outcome.TIMEOUT, "TimeoutError"
             raise StorageUnavailableError(f"{adapter_name(adapter)} timed out") from None
         except AutoplayError as exc:
-            error_type = type(exc.__cause__ or exc).__name__
+            error_type = _error_type(exc)
             raise
         except Exception as exc:  # a custom adapter's own error: mapped at this boundary
             error_type = type(exc).__name__
             raise StorageUnavailableError(f"{adapter_name(adapter)}: {error_type}: {exc}") from exc
         finally:
-            record = AdapterCall(
-                adapter_name(adapter),
-                role,
-                operation,
-                outcome,
-                time.perf_counter() - started,
-                error_type,
-            )
-            calls = _recorder.get()
-            if calls is not None:
-                calls.append(record)
-            telemetry.adapter_call(adapter, record)
+            _record(adapter, role, operation, outcome, started, error_type)
 
     # -- sinks -------------------------------------------------------------
 
@@ -281,19 +309,34 @@ class StorageManager:
         known = self._states.get_recent((product_id, user_id))
         return known if known is not None else await self.load_state(product_id, user_id)
 
-    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
-        key = (product_id, user_id, session_id)
-        raw = self._snapshots.get_recent(key)
+    def remembered_snapshot(self, product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
+        """A copy of a snapshot already read, without I/O (snapshots never change)."""
+        known = self._snapshots.get_recent((product_id, user_id, session_id))
+        return None if known is None else copy_snapshot(known)
+
+    async def load_snapshot(
+        self, product_id: str, user_id: str, session_id: str
+    ) -> Decoded[SessionSnapshot] | None:
+        """A snapshot (a copy of its own for each caller), read from the primary once.
+
+        A document that cannot be read raises ``DocumentError``; the repairs
+        one needed are reported by the read that found them.
+        """
+        known = self.remembered_snapshot(product_id, user_id, session_id)
+        if known is not None:
+            return Decoded(known)
+        raw = await self._run(
+            self.primary,
+            "primary",
+            "load_snapshot",
+            lambda: self._atomic.load_snapshot(product_id, user_id, session_id),
+            lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
+        )
         if raw is None:
-            raw = await self._run(
-                self.primary,
-                "primary",
-                "load_snapshot",
-                lambda: self._atomic.load_snapshot(product_id, user_id, session_id),
-                lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
-            )
-            self._snapshots.put(key, raw)
-        return raw
+            return None
+        decoded = decode_session_snapshot(raw)
+        self._snapshots.put((product_id, user_id, session_id), copy_snapshot(decoded.value))
+        return decoded
 
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
         """Freeze the snapshot on the primary (only): True when this call created it."""
@@ -305,6 +348,51 @@ class StorageManager:
             lambda new: Outcome.OK if new else Outcome.DUPLICATE,
         )
         return created
+
+    async def freeze(self, product_id: str, user_id: str, freeze: Freeze) -> None:
+        """Write ``freeze``'s snapshot once, recording the outcome on it (never raises)."""
+        freeze.sent = True
+        try:
+            freeze.created = await self.create_snapshot(product_id, user_id, freeze.session_id, freeze.raw)
+        except AutoplayError as exc:
+            freeze.error = exc
+
+    async def _freeze_and_swap(
+        self, product_id: str, user_id: str, freeze: Freeze, raw: bytes, expected: str | None
+    ) -> tuple[bool, Stored | None]:
+        """The snapshot write and a compare-and-set in one round trip: two adapter calls on record."""
+        assert self._bundle is not None
+        freeze.sent = True
+        started = time.perf_counter()
+        try:
+            created, swapped = await self._bundle(
+                product_id, user_id, freeze.session_id, freeze.raw, raw, expected
+            )
+        except Exception as exc:  # the connection failed: both calls did
+            error = (
+                exc
+                if isinstance(exc, AutoplayError)
+                else StorageUnavailableError(f"{adapter_name(self.primary)}: {type(exc).__name__}: {exc}")
+            )
+            freeze.error = error
+            for operation in ("create_snapshot", "swap_state"):
+                _record(self.primary, "primary", operation, Outcome.ERROR, started, _error_type(error))
+            if error is exc:
+                raise
+            raise error from exc
+        if isinstance(created, AutoplayError):
+            freeze.error = created
+            _record(self.primary, "primary", "create_snapshot", Outcome.ERROR, started, _error_type(created))
+        else:
+            freeze.created = created
+            outcome = Outcome.OK if created else Outcome.DUPLICATE
+            _record(self.primary, "primary", "create_snapshot", outcome, started, None)
+        if isinstance(swapped, AutoplayError):
+            _record(self.primary, "primary", "swap_state", Outcome.ERROR, started, _error_type(swapped))
+            raise swapped
+        outcome = Outcome.OK if swapped[0] else Outcome.CONFLICT
+        _record(self.primary, "primary", "swap_state", outcome, started, None)
+        return cast("tuple[bool, Stored | None]", swapped)
 
     @contextlib.asynccontextmanager
     async def _user_slot(self, key: tuple[str, str]) -> AsyncIterator[_UserSlot]:
@@ -329,6 +417,7 @@ class StorageManager:
         create: Callable[[], UserAdoptionState],
         stored: Stored | None,
         state: UserAdoptionState | None = None,
+        freeze: Freeze | None = None,
     ) -> StateUpdate:
         """Apply ``change`` to the stored state by compare-and-set until it sticks.
 
@@ -337,6 +426,11 @@ class StorageManager:
         document last read (``state`` its decoding, to skip a second decode);
         ``create`` makes the state when there is none. A document that cannot
         be read raises ``DocumentError`` and is never written over.
+
+        ``freeze`` is a snapshot to write once, before the state changes: with
+        the first compare-and-set, in one round trip, on a primary that offers
+        ``freeze_and_swap``. Its outcome is filled in for ``change`` to read;
+        a change that was a no-op before the outcome was known is asked again.
         """
         conflicts = 0
         repairs: tuple[str, ...] = ()
@@ -352,18 +446,27 @@ class StorageManager:
                 elif state is None:
                     decoded = decode_user_state(stored.raw, user_id=user_id)
                     state, repairs = decoded.value, decoded.repairs
-                if not change(state):
+                changed = change(state)
+                bundled = freeze is not None and not freeze.sent and changed and self._bundle is not None
+                if freeze is not None and not freeze.sent and not bundled:
+                    await self.freeze(product_id, user_id, freeze)
+                    changed = changed or change(state)
+                if not changed:
                     return StateUpdate(state, False, conflicts, repairs)
                 state.revision = new_revision()
                 raw = encode(state)
                 expected = None if stored is None else stored.token
-                ok, current = await self._run(
-                    self.primary,
-                    "primary",
-                    "swap_state",
-                    functools.partial(self._atomic.swap_state, product_id, user_id, raw, expected),
-                    lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
-                )
+                if bundled:
+                    assert freeze is not None
+                    ok, current = await self._freeze_and_swap(product_id, user_id, freeze, raw, expected)
+                else:
+                    ok, current = await self._run(
+                        self.primary,
+                        "primary",
+                        "swap_state",
+                        functools.partial(self._atomic.swap_state, product_id, user_id, raw, expected),
+                        lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
+                    )
                 written = Stored(raw, token_of(raw))
                 if not ok and current is not None and current.token == written.token:
                     ok = True  # our own write, landed before a lost reply and a client retry

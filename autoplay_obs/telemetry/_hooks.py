@@ -93,7 +93,7 @@ _REDIS_COMMANDS: Final = {
     "create_snapshot": "SET",
     "save_user_state": "SET",
     "save_session_snapshot": "SET",
-    "swap_state": "EVALSHA",
+    "swap_state": "EVAL",
 }
 
 logger = logging.getLogger("autoplay_obs")

@@ -76,7 +76,7 @@ class _Sink:
 
 @pytest.fixture
 async def slow_reply_proxy(redis_server: Any, redis_url: str) -> AsyncIterator[dict[str, Any]]:
-    """A TCP proxy to the test server that, once armed, holds back the next EVALSHA reply."""
+    """A TCP proxy to the test server that, once armed, holds back the next reply to a script (the compare-and-set)."""
     control: dict[str, Any] = {"armed": False, "delayed": False}
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -85,7 +85,7 @@ async def slow_reply_proxy(redis_server: Any, redis_url: str) -> AsyncIterator[d
 
         async def client_to_server() -> None:
             while data := await reader.read(65536):
-                if control["armed"] and not control["delayed"] and b"EVALSHA" in data:
+                if control["armed"] and not control["delayed"] and b"EVAL" in data:
                     control["delayed"] = True
                     hold.set()
                 up_w.write(data)
