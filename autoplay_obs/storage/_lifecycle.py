@@ -20,6 +20,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -96,12 +97,14 @@ async def _attempt(step: Awaitable[T]) -> tuple[T | None, StorageError | Documen
 
 
 def _onboarding_session_id(state: UserAdoptionState) -> str | None:
-    """From the index, or from the pointer kept once its entry was trimmed."""
+    """The pointer kept since it was recorded, else (a document from elsewhere) the index."""
+    kept = state.sessions.onboarding_session_id
+    if isinstance(kept, str):
+        return kept
     for entry in state.sessions.index:
         if entry.session_number == ONBOARDING_SESSION_NUMBER:
             return entry.session_id
-    kept = state.sessions.onboarding_session_id
-    return kept if isinstance(kept, str) else None
+    return None
 
 
 async def _load_onboarding(
@@ -130,20 +133,10 @@ async def start_session(
     with manager.recording() as calls:
         try:
             stored = await manager.read_state(product_id, user_id)
-            decoded = None if stored is None else decode_user_state(stored.raw, user_id=user_id)
         except (StorageError, DocumentError) as exc:
             state = init_user_state(user_id)
             state.set_current_session(session_id)
             return SessionStartResult(state, False, exc, _calls=calls, degraded=True)
-        known = None if decoded is None else decoded.value
-        repairs = () if decoded is None else decoded.repairs
-        first_id = None if known is None else _onboarding_session_id(known)
-        onboarding = manager.remembered_snapshot(product_id, user_id, first_id) if first_id else None
-        onboarding_task = (  # read alongside the state write
-            asyncio.ensure_future(_load_onboarding(manager, product_id, user_id, first_id))
-            if first_id and onboarding is None
-            else None
-        )
 
         def mark_open(s: UserAdoptionState) -> bool:
             s.set_current_session(session_id)
@@ -153,23 +146,15 @@ async def start_session(
         conflicts = 0
         try:
             update = await manager.update_state(
-                product_id,
-                user_id,
-                mark_open,
-                create=lambda: init_user_state(user_id),
-                stored=stored,
-                state=known,
+                product_id, user_id, mark_open, create=lambda: init_user_state(user_id), stored=stored
             )
-            state, conflicts = update.state, update.conflicts
+            state, conflicts, repairs = update.state, update.conflicts, update.repairs
         except (StorageError, DocumentError) as exc:  # keep the best-known state, write nothing
             error = exc
-            state = known or init_user_state(user_id)
+            state, repairs = _best_known(stored, user_id)
             mark_open(state)
-        if onboarding_task:
-            onboarding = await onboarding_task
-        latest_first_id = _onboarding_session_id(state)
-        if latest_first_id and latest_first_id != first_id:
-            onboarding = await _load_onboarding(manager, product_id, user_id, latest_first_id)
+        first_id = _onboarding_session_id(state)
+        onboarding = await _load_onboarding(manager, product_id, user_id, first_id) if first_id else None
         return SessionStartResult(
             state,
             error is None,
@@ -180,6 +165,15 @@ async def start_session(
             onboarding_session=onboarding,
             degraded=error is not None,
         )
+
+
+def _best_known(stored: Stored | None, user_id: str) -> tuple[UserAdoptionState, tuple[str, ...]]:
+    """The stand-in of a start that could not write: the stored state if readable, else a new one."""
+    if stored is not None:
+        with contextlib.suppress(DocumentError):
+            decoded = decode_user_state(stored.raw, user_id=user_id)
+            return decoded.value, decoded.repairs
+    return init_user_state(user_id), ()
 
 
 @telemetry.traced_summarizer
@@ -266,7 +260,9 @@ class _Merge:
         )
 
     async def into(self, manager: StorageManager, product_id: str, *, fresh: bool) -> StateUpdate:
-        return await self.write(manager, product_id, *await self.read(manager, product_id, fresh=fresh))
+        """Merge into the stored state (``fresh``: as the primary has it, not as cached)."""
+        stored = await (manager.load_state if fresh else manager.read_state)(product_id, self.user_id)
+        return await self.write(manager, product_id, stored, None)
 
 
 @telemetry.traced_session("end")

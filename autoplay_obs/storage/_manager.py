@@ -63,7 +63,7 @@ from autoplay_obs.user_adoption_state import (
     decode_user_state,
     encode,
 )
-from autoplay_obs.user_adoption_state._models import copy_snapshot
+from autoplay_obs.user_adoption_state._copy import deep_copy
 
 __all__ = ["Freeze", "StateUpdate", "StorageManager"]
 
@@ -103,6 +103,14 @@ class Freeze:
     """True: this call froze it; False: it was already there; None: not answered (yet)."""
     error: AutoplayError | None = None
     sent: bool = False
+
+
+@dataclass(slots=True)
+class _Known:
+    """The state document last seen for a user, and the manager's own decoding of it."""
+
+    stored: Stored
+    state: UserAdoptionState | None = None
 
 
 class _UserSlot:
@@ -193,7 +201,7 @@ class StorageManager:
         self.write_deadline = write_deadline
         self._pending: set[asyncio.Task[None]] = set()
         self._slots: dict[tuple[str, str], _UserSlot] = {}
-        self._states: _Lru[tuple[str, str], Stored] = _Lru(cache_size)
+        self._states: _Lru[tuple[str, str], _Known] = _Lru(cache_size)
         self._snapshots: _Lru[tuple[str, str, str], SessionSnapshot] = _Lru(cache_size)
 
     # -- recording ---------------------------------------------------------
@@ -301,18 +309,30 @@ class StorageManager:
             lambda: self._atomic.load_state(product_id, user_id),
             lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
         )
-        self._states.put((product_id, user_id), stored)
+        self._states.put((product_id, user_id), None if stored is None else _Known(stored))
         return stored
 
     async def read_state(self, product_id: str, user_id: str) -> Stored | None:
         """The remembered state if any (validated later by compare-and-set), else a read."""
         known = self._states.get_recent((product_id, user_id))
-        return known if known is not None else await self.load_state(product_id, user_id)
+        return known.stored if known is not None else await self.load_state(product_id, user_id)
+
+    def _decode(
+        self, key: tuple[str, str], stored: Stored, user_id: str
+    ) -> tuple[UserAdoptionState, tuple[str, ...]]:
+        """``stored`` decoded: the manager's own copy when it has one (handed over, so it
+        is never shared), else a fresh decoding."""
+        known = self._states.get(key)
+        if known is not None and known.stored is stored and known.state is not None:
+            state, known.state = known.state, None
+            return state, ()
+        decoded = decode_user_state(stored.raw, user_id=user_id)
+        return decoded.value, decoded.repairs
 
     def remembered_snapshot(self, product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
         """A copy of a snapshot already read, without I/O (snapshots never change)."""
         known = self._snapshots.get_recent((product_id, user_id, session_id))
-        return None if known is None else copy_snapshot(known)
+        return None if known is None else deep_copy(known)
 
     async def load_snapshot(
         self, product_id: str, user_id: str, session_id: str
@@ -335,7 +355,7 @@ class StorageManager:
         if raw is None:
             return None
         decoded = decode_session_snapshot(raw)
-        self._snapshots.put((product_id, user_id, session_id), copy_snapshot(decoded.value))
+        self._snapshots.put((product_id, user_id, session_id), deep_copy(decoded.value))
         return decoded
 
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
@@ -423,9 +443,10 @@ class StorageManager:
 
         ``change`` must be a pure function of the state (it may run again on a
         fresher copy) and returns whether it changed anything. ``stored`` is the
-        document last read (``state`` its decoding, to skip a second decode);
+        document last read (``state`` its decoding, when the caller has one);
         ``create`` makes the state when there is none. A document that cannot
-        be read raises ``DocumentError`` and is never written over.
+        be read raises ``DocumentError`` and is never written over. The state
+        returned is the caller's: the manager keeps a copy of its own.
 
         ``freeze`` is a snapshot to write once, before the state changes: with
         the first compare-and-set, in one round trip, on a primary that offers
@@ -438,14 +459,13 @@ class StorageManager:
         key = (product_id, user_id)
         async with self._user_slot(key):
             latest = self._states.get_recent(key)
-            if latest is not None and latest is not stored:  # written while we queued
-                stored, state = latest, None
+            if latest is not None and latest.stored is not stored:  # written while we queued
+                stored, state = latest.stored, None
             while True:
                 if stored is None:
                     state = create()
                 elif state is None:
-                    decoded = decode_user_state(stored.raw, user_id=user_id)
-                    state, repairs = decoded.value, decoded.repairs
+                    state, repairs = self._decode(key, stored, user_id)
                 changed = change(state)
                 bundled = freeze is not None and not freeze.sent and changed and self._bundle is not None
                 if freeze is not None and not freeze.sent and not bundled:
@@ -470,14 +490,14 @@ class StorageManager:
                 written = Stored(raw, token_of(raw))
                 if not ok and current is not None and current.token == written.token:
                     ok = True  # our own write, landed before a lost reply and a client retry
-                if ok:
-                    self._states.put(key, written)
+                if ok:  # the next change starts from a copy instead of decoding again
+                    self._states.put(key, _Known(written, deep_copy(state)))
                     self.mirror_state(product_id, user_id, raw)
                     return StateUpdate(state, True, conflicts, repairs)
                 conflicts += 1
                 telemetry.cas_retry(conflicts, expected, None if current is None else current.token)
                 stored, state = current, None
-                self._states.put(key, current)
+                self._states.put(key, None if current is None else _Known(current))
                 if time.monotonic() > deadline:
                     raise ConflictError(f"state of one user changed {conflicts} times under this writer")
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**conflicts)))

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import time
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Final, Literal, NamedTuple, TypeVar, cast
+from typing import Annotated, Any, Final, Literal, NamedTuple, cast
 
 import msgspec
 from msgspec import Meta, field
 
 from autoplay_obs.errors import InvalidIdError, InvalidValueError
+from autoplay_obs.user_adoption_state._copy import copier, deep_copy
 from autoplay_obs.user_adoption_state._enums import JourneyState, MasteryLevel, WorkflowStatus
 
 __all__ = [
@@ -414,7 +416,7 @@ class UserAdoptionState(_Document, kw_only=True):
         self._touch()
 
     def has_session(self, session_id: str) -> bool:
-        return any(entry.session_id == session_id for entry in self.sessions.index)
+        return session_id in map(_session_id_of, self.sessions.index)
 
     def record_session(self, entry: SessionIndexEntry) -> SessionRecorded:
         """Count a finished session once and keep the index to the newest 50.
@@ -461,7 +463,7 @@ class UserAdoptionState(_Document, kw_only=True):
         newest = max(map(_recency, self.sessions.index), default=None)
         if newest is None or _recency(entry) > newest:
             self.journey_state = snapshot.journey_state
-            self.mastery = _shallow_copy(snapshot.mastery)
+            self.mastery = deep_copy(snapshot.mastery)
             self.onboarding.completion_rate = snapshot.completion_rate
             if summary is not None:
                 self.onboarding.summary = summary
@@ -486,8 +488,11 @@ class UserAdoptionState(_Document, kw_only=True):
         return self.record_session(entry)
 
 
-def _recency(entry: SessionIndexEntry) -> tuple[float, str]:
-    return entry.captured_at, entry.session_id
+_recency: Final[Callable[[SessionIndexEntry], tuple[float, str]]] = operator.attrgetter(
+    "captured_at", "session_id"
+)
+"""An index entry's place in time order: capture time, then session id."""
+_session_id_of: Final[Callable[[SessionIndexEntry], str]] = operator.attrgetter("session_id")
 
 
 def _check_entry(entry: SessionIndexEntry) -> None:
@@ -501,32 +506,8 @@ def _check_entry(entry: SessionIndexEntry) -> None:
         raise InvalidValueError(f"session_number must be >= 0, got {entry.session_number}")
 
 
-_S = TypeVar("_S", bound=msgspec.Struct)
-_shallow_copy: Final = cast(Callable[[_S], _S], msgspec.Struct.__copy__)  # type: ignore[attr-defined]
-
-
 def _copy_progress(progress: dict[str, WorkflowProgress]) -> dict[str, WorkflowProgress]:
-    """A deep copy, at a third of a JSON round trip's cost.
-
-    Struct ``__copy__`` is shallow; a workflow's only mutable field is its
-    steps, and a step holds only immutable values, so copying those two
-    levels copies everything mutable (a test keeps this true of the types).
-    """
-    copied = {}
-    for wid, workflow in progress.items():
-        twin = _shallow_copy(workflow)
-        twin.steps = {sid: _shallow_copy(step) for sid, step in workflow.steps.items()}
-        copied[wid] = twin
-    return copied
-
-
-def copy_snapshot(snapshot: SessionSnapshot) -> SessionSnapshot:
-    """A deep copy of a frozen snapshot: its two mutable parts are copied."""
-    return msgspec.structs.replace(
-        snapshot,
-        mastery=_shallow_copy(snapshot.mastery),
-        workflow_progress=_copy_progress(snapshot.workflow_progress),
-    )
+    return cast("dict[str, WorkflowProgress]", copier(dict[str, WorkflowProgress])(progress))
 
 
 # msgspec allows a frozen Struct to extend a mutable one; mypy applies dataclass rules.
@@ -598,7 +579,7 @@ class SessionSnapshot(_Document, frozen=True, kw_only=True):  # type: ignore[mis
             captured_at=now,
             duration_s=round(max(0.0, now - started), 2),
             journey_state=state.journey_state,
-            mastery=_shallow_copy(state.mastery),
+            mastery=deep_copy(state.mastery),
             proactive_support_count=onboarding.proactive_support_count,
             distinct_features_seen=onboarding.distinct_features_seen,
             discovered_features=tuple(state.discovered_features),
