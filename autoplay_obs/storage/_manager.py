@@ -30,7 +30,7 @@ import functools
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
@@ -114,11 +114,31 @@ class _Known:
 
 
 class _UserSlot:
-    __slots__ = ("lock", "users")
+    """One user's writers in this process, in line; gone when nobody holds or awaits it."""
 
-    def __init__(self) -> None:
+    __slots__ = ("key", "lock", "slots", "users")
+
+    def __init__(self, slots: dict[tuple[str, str], _UserSlot], key: tuple[str, str]) -> None:
+        self.slots, self.key = slots, key
         self.lock = asyncio.Lock()
         self.users = 0
+
+    async def __aenter__(self) -> None:
+        self.users += 1
+        try:
+            await self.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            del self.slots[self.key]
 
 
 class _Lru(OrderedDict[K, V]):
@@ -414,19 +434,11 @@ class StorageManager:
         _record(self.primary, "primary", "swap_state", outcome, started, None)
         return cast("tuple[bool, Stored | None]", swapped)
 
-    @contextlib.asynccontextmanager
-    async def _user_slot(self, key: tuple[str, str]) -> AsyncIterator[_UserSlot]:
+    def _user_slot(self, key: tuple[str, str]) -> _UserSlot:
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[key] = _UserSlot()
-        slot.users += 1
-        try:
-            async with slot.lock:
-                yield slot
-        finally:
-            slot.users -= 1
-            if slot.users == 0:
-                del self._slots[key]
+            slot = self._slots[key] = _UserSlot(self._slots, key)
+        return slot
 
     async def update_state(
         self,

@@ -70,11 +70,11 @@ def _dict_of(value: Copier | None) -> Copier:
 
 
 def _list_of(item: Copier | None) -> Copier:
-    return list if item is None else lambda xs: [item(x) for x in xs]
+    return list if item is None else lambda xs: list(map(item, xs))
 
 
 def _tuple_of(item: Copier | None) -> Copier | None:
-    return None if item is None else lambda xs: tuple(item(x) for x in xs)
+    return None if item is None else lambda xs: tuple(map(item, xs))
 
 
 def _struct(t: mi.StructType, building: set[type[Any]]) -> Copier | None:
