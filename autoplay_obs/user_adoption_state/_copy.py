@@ -10,6 +10,8 @@ to a document later is covered without touching this module.
 
 from __future__ import annotations
 
+import copy
+import enum
 import functools
 from collections.abc import Callable, Hashable
 from typing import Any, Final, TypeVar, cast
@@ -23,6 +25,8 @@ T = TypeVar("T")
 Copier = Callable[[Any], Any]
 
 _shallow: Final = cast(Copier, msgspec.Struct.__copy__)  # type: ignore[attr-defined]
+_SHARED: Final = (str, int, float, type(None), bytes, enum.Enum)
+"""Free-form values that are immutable (bool is an int)."""
 _IMMUTABLE: Final = (
     mi.StrType,
     mi.IntType,
@@ -103,6 +107,8 @@ def _copy_any(value: Any) -> Any:
         return [_copy_any(v) for v in value]
     if isinstance(value, tuple):
         return tuple(_copy_any(v) for v in value)
+    if isinstance(value, _SHARED):
+        return value
     if isinstance(value, msgspec.Struct):
         return deep_copy(value)
-    return value  # str, numbers, bool, None, enums: immutable
+    return copy.deepcopy(value)  # anything else a host put there: a set, a dataclass...

@@ -76,7 +76,7 @@ class _Sink:
 
 @pytest.fixture
 async def slow_reply_proxy(redis_server: Any, redis_url: str) -> AsyncIterator[dict[str, Any]]:
-    """A TCP proxy to the test server that, once armed, holds back the next reply to a script (the compare-and-set)."""
+    """A TCP proxy to the test server that, once armed, holds back the next compare-and-set reply."""
     control: dict[str, Any] = {"armed": False, "delayed": False}
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

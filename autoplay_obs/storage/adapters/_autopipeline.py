@@ -50,6 +50,7 @@ class AutoPipeline:
         self._busy = 0
         self._waiting: list[_Waiting] = []
         self._senders: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def call(self, *commands: Command) -> list[Any]:
         """The replies to ``commands`` (an exception in place of a command that failed)."""
@@ -76,7 +77,10 @@ class AutoPipeline:
                 lambda: self._exchange(conn, commands), lambda _: conn.disconnect()
             )
         finally:
-            self._idle.append(conn)
+            if self._closed:  # closed meanwhile: nothing is kept any more
+                await self._pool.release(conn)
+            else:
+                self._idle.append(conn)
 
     async def _exchange(self, conn: Any, commands: tuple[Command, ...]) -> list[Any]:
         await conn.send_packed_command(conn.pack_commands(commands))
@@ -118,7 +122,11 @@ class AutoPipeline:
             start += len(commands)
 
     async def aclose(self) -> None:
-        """Give the kept connections back to the pool (which closes them when it closes)."""
+        """Give the kept connections back to the pool (which closes them when it closes).
+
+        Round trips still in flight give theirs back when they finish.
+        """
+        self._closed = True
         held, self._idle = self._idle, []
         for conn in held:
             await self._pool.release(conn)

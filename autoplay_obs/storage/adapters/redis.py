@@ -66,7 +66,11 @@ return {1}
 
 
 class RedisStorageAdapter(DictView):
-    """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``."""
+    """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``.
+
+    ``pipelines`` connections are checked out of the pool on first use and kept
+    until ``aclose()``; an injected client lends them for that long.
+    """
 
     name = "redis"
 
