@@ -138,21 +138,17 @@ async def start_session(
             state.set_current_session(session_id)
             return SessionStartResult(state, False, exc, _calls=calls, degraded=True)
 
-        def mark_open(s: UserAdoptionState) -> bool:
-            s.set_current_session(session_id)
-            return True
-
         error: StorageError | DocumentError | None = None
         conflicts = 0
         try:
-            update = await manager.update_state(
-                product_id, user_id, mark_open, create=lambda: init_user_state(user_id), stored=stored
+            update = await manager.open_session(
+                product_id, user_id, session_id, create=lambda: init_user_state(user_id), stored=stored
             )
             state, conflicts, repairs = update.state, update.conflicts, update.repairs
         except (StorageError, DocumentError) as exc:  # keep the best-known state, write nothing
             error = exc
             state, repairs = _best_known(stored, user_id)
-            mark_open(state)
+            state.set_current_session(session_id)
         first_id = _onboarding_session_id(state)
         onboarding = await _load_onboarding(manager, product_id, user_id, first_id) if first_id else None
         return SessionStartResult(

@@ -49,6 +49,8 @@ from autoplay_obs.storage._protocol import (
     AutoplayStorageAdapter,
     Stored,
     new_revision,
+    revision_head,
+    splice_tail,
     token_of,
     without_revision,
 )
@@ -64,6 +66,7 @@ from autoplay_obs.user_adoption_state import (
     encode,
 )
 from autoplay_obs.user_adoption_state._copy import deep_copy
+from autoplay_obs.user_adoption_state._models import encode_tail
 
 __all__ = ["Freeze", "StateUpdate", "StorageManager"]
 
@@ -215,6 +218,7 @@ class StorageManager:
         self._atomic: AtomicStore = (
             self.primary if isinstance(self.primary, AtomicStore) else _DictPrimary(self.primary)
         )
+        # An optional round-trip saver of a primary (the Redis adapter has it).
         self._bundle: Callable[..., Awaitable[Any]] | None = getattr(self._atomic, "freeze_and_swap", None)
         self._primary_name = adapter_name(self.primary)
         self.sink_timeout = sink_timeout
@@ -339,15 +343,27 @@ class StorageManager:
 
     def _decode(
         self, key: tuple[str, str], stored: Stored, user_id: str
-    ) -> tuple[UserAdoptionState, tuple[str, ...]]:
-        """``stored`` decoded: the manager's own copy when it has one (handed over, so it
-        is never shared), else a fresh decoding."""
+    ) -> tuple[UserAdoptionState, tuple[str, ...], bool]:
+        """``stored`` decoded, and whether it is this manager's own write.
+
+        The manager's own copy is handed over when it has one (so it is never
+        shared); anything else is decoded afresh.
+        """
         known = self._states.get(key)
         if known is not None and known.stored is stored and known.state is not None:
             state, known.state = known.state, None
-            return state, ()
+            return state, (), True
         decoded = decode_user_state(stored.raw, user_id=user_id)
-        return decoded.value, decoded.repairs
+        return decoded.value, decoded.repairs, False
+
+    @staticmethod
+    def _splice(state: UserAdoptionState, previous: Stored) -> bytes | None:
+        """After a change confined to the tail of our own write, its bytes with only the tail
+        encoded: a session start changes a few hundred bytes of a document of any size."""
+        tail = encode_tail(state)
+        if tail is None or not isinstance(state.revision, str):
+            return None
+        return splice_tail(previous.raw, revision_head(state.revision), *tail)
 
     def remembered_snapshot(self, product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
         """A copy of a snapshot already read, without I/O (snapshots never change)."""
@@ -440,6 +456,27 @@ class StorageManager:
             slot = self._slots[key] = _UserSlot(self._slots, key)
         return slot
 
+    async def open_session(
+        self,
+        product_id: str,
+        user_id: str,
+        session_id: str,
+        *,
+        create: Callable[[], UserAdoptionState],
+        stored: Stored | None,
+    ) -> StateUpdate:
+        """Mark ``session_id`` as the user's current session, by compare-and-set.
+
+        Only the document's tail changes (the session fields and the update
+        time), so after a write of its own the manager encodes just that.
+        """
+
+        def mark_open(state: UserAdoptionState) -> bool:
+            state.set_current_session(session_id)
+            return True
+
+        return await self._update(product_id, user_id, mark_open, create, stored, None, None, tail_only=True)
+
     async def update_state(
         self,
         product_id: str,
@@ -465,6 +502,20 @@ class StorageManager:
         ``freeze_and_swap``. Its outcome is filled in for ``change`` to read;
         a change that was a no-op before the outcome was known is asked again.
         """
+        return await self._update(product_id, user_id, change, create, stored, state, freeze, tail_only=False)
+
+    async def _update(
+        self,
+        product_id: str,
+        user_id: str,
+        change: Callable[[UserAdoptionState], bool],
+        create: Callable[[], UserAdoptionState],
+        stored: Stored | None,
+        state: UserAdoptionState | None,
+        freeze: Freeze | None,
+        *,
+        tail_only: bool,
+    ) -> StateUpdate:
         conflicts = 0
         repairs: tuple[str, ...] = ()
         deadline = time.monotonic() + self.write_deadline
@@ -473,11 +524,12 @@ class StorageManager:
             latest = self._states.get_recent(key)
             if latest is not None and latest.stored is not stored:  # written while we queued
                 stored, state = latest.stored, None
+            own = False  # the state is this manager's own last write, so its bytes are ours
             while True:
                 if stored is None:
                     state = create()
                 elif state is None:
-                    state, repairs = self._decode(key, stored, user_id)
+                    state, repairs, own = self._decode(key, stored, user_id)
                 changed = change(state)
                 bundled = freeze is not None and not freeze.sent and changed and self._bundle is not None
                 if freeze is not None and not freeze.sent and not bundled:
@@ -486,7 +538,8 @@ class StorageManager:
                 if not changed:
                     return StateUpdate(state, False, conflicts, repairs)
                 state.revision = new_revision()
-                raw = encode(state)
+                spliced = self._splice(state, stored) if tail_only and own and stored else None
+                raw = spliced or encode(state)  # a splice is byte for byte what encode() writes
                 expected = None if stored is None else stored.token
                 if bundled:
                     assert freeze is not None
@@ -508,7 +561,7 @@ class StorageManager:
                     return StateUpdate(state, True, conflicts, repairs)
                 conflicts += 1
                 telemetry.cas_retry(conflicts, expected, None if current is None else current.token)
-                stored, state = current, None
+                stored, state, own = current, None, False
                 self._states.put(key, None if current is None else _Known(current))
                 if time.monotonic() > deadline:
                     raise ConflictError(f"state of one user changed {conflicts} times under this writer")

@@ -54,6 +54,25 @@ REVISION_END: Final = len(REVISION_PREFIX) + 32
 """A state written through a manager starts ``{"_rev":"<32 hex>"``."""
 
 
+def revision_head(revision: str) -> bytes:
+    """The first bytes of a state written with ``revision``: all a compare-and-set reads."""
+    return b"".join((REVISION_PREFIX, revision.encode("ascii"), b'"'))
+
+
+def splice_tail(previous: bytes, head: bytes, key: bytes, tail: bytes) -> bytes | None:
+    """A state this process wrote, with a new revision ``head`` and new tail fields (see
+    ``encode_tail``).
+
+    The tail starts at the last ``key``: the fields after it have fixed names,
+    and a JSON string cannot hold an unescaped quote, so nothing later looks
+    like it. None when ``previous`` does not have that shape.
+    """
+    cut = previous.rfind(key)
+    if cut <= REVISION_END or not previous.startswith(REVISION_PREFIX):
+        return None
+    return b"".join((head, previous[REVISION_END + 1 : cut], tail))
+
+
 def new_revision() -> str:
     return secrets.token_hex(16)
 

@@ -510,6 +510,31 @@ def _copy_progress(progress: dict[str, WorkflowProgress]) -> dict[str, WorkflowP
     return cast("dict[str, WorkflowProgress]", copier(dict[str, WorkflowProgress])(progress))
 
 
+class _StateTail(msgspec.Struct, gc=False):
+    """The last fields of ``UserAdoptionState``, in its order (a test keeps them so)."""
+
+    last_updated_at: float
+    last_judged_at: float | None
+    sessions: Sessions
+
+
+_TAIL_KEY: Final = b',"last_updated_at":'
+
+
+def encode_tail(state: UserAdoptionState) -> tuple[bytes, bytes] | None:
+    """The key that starts a state's tail fields in ``encode``'s output, and their bytes.
+
+    A change confined to them (marking a session open) re-encodes a few
+    hundred bytes instead of the whole document; ``storage`` splices them onto
+    the unchanged rest. None when msgspec cannot write them (a lone surrogate).
+    """
+    try:
+        tail = _json.encode(_StateTail(state.last_updated_at, state.last_judged_at, state.sessions))
+    except UnicodeEncodeError:
+        return None
+    return _TAIL_KEY, b"," + tail[1:]
+
+
 # msgspec allows a frozen Struct to extend a mutable one; mypy applies dataclass rules.
 class SessionSnapshot(_Document, frozen=True, kw_only=True):  # type: ignore[misc]
     """A frozen capture of one finished session, stored write-once."""
