@@ -167,6 +167,11 @@ class _Lru(OrderedDict[K, V]):
             self.popitem(last=False)
 
 
+def _copy_into(kept: list[UserAdoptionState], state: UserAdoptionState) -> None:
+    if not kept:  # a retried round trip runs it again
+        kept.append(deep_copy(state))
+
+
 def _error_type(exc: AutoplayError) -> str:
     return type(exc.__cause__ or exc).__name__
 
@@ -218,8 +223,9 @@ class StorageManager:
         self._atomic: AtomicStore = (
             self.primary if isinstance(self.primary, AtomicStore) else _DictPrimary(self.primary)
         )
-        # An optional round-trip saver of a primary (the Redis adapter has it).
-        self._bundle: Callable[..., Awaitable[Any]] | None = getattr(self._atomic, "freeze_and_swap", None)
+        # Optional: a swap that carries a snapshot write and runs our work while the
+        # server answers (the Redis adapter has it).
+        self._swap_with: Callable[..., Awaitable[Any]] | None = getattr(self._atomic, "swap_state_with", None)
         self._primary_name = adapter_name(self.primary)
         self.sink_timeout = sink_timeout
         self.write_deadline = write_deadline
@@ -413,42 +419,66 @@ class StorageManager:
         except AutoplayError as exc:
             freeze.error = exc
 
-    async def _freeze_and_swap(
-        self, product_id: str, user_id: str, freeze: Freeze, raw: bytes, expected: str | None
+    async def _swap(
+        self,
+        product_id: str,
+        user_id: str,
+        raw: bytes,
+        expected: str | None,
+        freeze: Freeze | None,
+        while_waiting: Callable[[], object],
     ) -> tuple[bool, Stored | None]:
-        """The snapshot write and a compare-and-set in one round trip: two adapter calls on record."""
-        assert self._bundle is not None
-        freeze.sent = True
+        """A compare-and-set, with ``freeze`` in the same round trip when given (two adapter
+        calls on record) and ``while_waiting`` run during it, or after it on a plain primary."""
+        if self._swap_with is None:
+            assert freeze is None
+            swapped: tuple[bool, Stored | None] = await self._run(
+                self.primary,
+                "primary",
+                "swap_state",
+                functools.partial(self._atomic.swap_state, product_id, user_id, raw, expected),
+                lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
+            )
+            while_waiting()
+            return swapped
+        operations = ("swap_state",) if freeze is None else ("create_snapshot", "swap_state")
+        snapshot = None if freeze is None else (freeze.session_id, freeze.raw)
+        if freeze is not None:
+            freeze.sent = True
         started = time.perf_counter()
         try:
-            created, swapped = await self._bundle(
-                product_id, user_id, freeze.session_id, freeze.raw, raw, expected
+            created, result = await self._swap_with(
+                product_id, user_id, raw, expected, snapshot=snapshot, while_waiting=while_waiting
             )
-        except Exception as exc:  # the connection failed: both calls did
+        except Exception as exc:  # the connection failed: every call in the round trip did
             error = (
                 exc
                 if isinstance(exc, AutoplayError)
                 else StorageUnavailableError(f"{adapter_name(self.primary)}: {type(exc).__name__}: {exc}")
             )
-            freeze.error = error
-            for operation in ("create_snapshot", "swap_state"):
+            if freeze is not None:
+                freeze.error = error
+            for operation in operations:
                 _record(self.primary, "primary", operation, Outcome.ERROR, started, _error_type(error))
             if error is exc:
                 raise
             raise error from exc
-        if isinstance(created, AutoplayError):
-            freeze.error = created
-            _record(self.primary, "primary", "create_snapshot", Outcome.ERROR, started, _error_type(created))
-        else:
-            freeze.created = created
-            outcome = Outcome.OK if created else Outcome.DUPLICATE
-            _record(self.primary, "primary", "create_snapshot", outcome, started, None)
-        if isinstance(swapped, AutoplayError):
-            _record(self.primary, "primary", "swap_state", Outcome.ERROR, started, _error_type(swapped))
-            raise swapped
-        outcome = Outcome.OK if swapped[0] else Outcome.CONFLICT
+        if freeze is not None:
+            if isinstance(created, AutoplayError):
+                freeze.error = created
+                _record(
+                    self.primary, "primary", "create_snapshot", Outcome.ERROR, started, _error_type(created)
+                )
+            else:
+                freeze.created = created
+                outcome = Outcome.OK if created else Outcome.DUPLICATE
+                _record(self.primary, "primary", "create_snapshot", outcome, started, None)
+        if isinstance(result, AutoplayError):
+            _record(self.primary, "primary", "swap_state", Outcome.ERROR, started, _error_type(result))
+            raise result
+        outcome = Outcome.OK if result[0] else Outcome.CONFLICT
         _record(self.primary, "primary", "swap_state", outcome, started, None)
-        return cast("tuple[bool, Stored | None]", swapped)
+        return cast("tuple[bool, Stored | None]", result)
 
     def _user_slot(self, key: tuple[str, str]) -> _UserSlot:
         slot = self._slots.get(key)
@@ -499,7 +529,7 @@ class StorageManager:
 
         ``freeze`` is a snapshot to write once, before the state changes: with
         the first compare-and-set, in one round trip, on a primary that offers
-        ``freeze_and_swap``. Its outcome is filled in for ``change`` to read;
+        ``swap_state_with``. Its outcome is filled in for ``change`` to read;
         a change that was a no-op before the outcome was known is asked again.
         """
         return await self._update(product_id, user_id, change, create, stored, state, freeze, tail_only=False)
@@ -531,7 +561,7 @@ class StorageManager:
                 elif state is None:
                     state, repairs, own = self._decode(key, stored, user_id)
                 changed = change(state)
-                bundled = freeze is not None and not freeze.sent and changed and self._bundle is not None
+                bundled = freeze is not None and not freeze.sent and changed and self._swap_with is not None
                 if freeze is not None and not freeze.sent and not bundled:
                     await self.freeze(product_id, user_id, freeze)
                     changed = changed or change(state)
@@ -541,22 +571,20 @@ class StorageManager:
                 spliced = self._splice(state, stored) if tail_only and own and stored else None
                 raw = spliced or encode(state)  # a splice is byte for byte what encode() writes
                 expected = None if stored is None else stored.token
-                if bundled:
-                    assert freeze is not None
-                    ok, current = await self._freeze_and_swap(product_id, user_id, freeze, raw, expected)
-                else:
-                    ok, current = await self._run(
-                        self.primary,
-                        "primary",
-                        "swap_state",
-                        functools.partial(self._atomic.swap_state, product_id, user_id, raw, expected),
-                        lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
-                    )
+                kept: list[UserAdoptionState] = []  # the copy for the next change, made while we wait
+                ok, current = await self._swap(
+                    product_id,
+                    user_id,
+                    raw,
+                    expected,
+                    freeze if bundled else None,
+                    functools.partial(_copy_into, kept, state),
+                )
                 written = Stored(raw, token_of(raw))
                 if not ok and current is not None and current.token == written.token:
                     ok = True  # our own write, landed before a lost reply and a client retry
                 if ok:  # the next change starts from a copy instead of decoding again
-                    self._states.put(key, _Known(written, deep_copy(state)))
+                    self._states.put(key, _Known(written, kept[0] if kept else deep_copy(state)))
                     self.mirror_state(product_id, user_id, raw)
                     return StateUpdate(state, True, conflicts, repairs)
                 conflicts += 1

@@ -91,7 +91,7 @@ async def test_concurrent_callers_share_round_trips_and_each_gets_its_own_reply(
         assert await raw.get(user_state_key(P, user)) == doc
 
 
-async def test_freeze_and_swap_sends_the_snapshot_before_the_state_in_one_write(
+async def test_a_swap_with_a_snapshot_sends_the_snapshot_before_the_state_in_one_write(
     adapter: RedisStorageAdapter, raw: redis.asyncio.Redis, writes: Writes
 ) -> None:
     """A session end's snapshot must land before its state, in the same round trip."""
@@ -99,7 +99,7 @@ async def test_freeze_and_swap_sends_the_snapshot_before_the_state_in_one_write(
     await adapter.load_state(P, U)  # warm
     async with raw.monitor() as monitor:
         writes.clear()
-        created, swapped = await adapter.freeze_and_swap(P, U, "s1", b"snap", b"state", None)
+        created, swapped = await adapter.swap_state_with(P, U, b"state", None, snapshot=("s1", b"snap"))
         sent = trips(writes, adapter)
         await raw.echo("monitor-end")
         seen: list[dict[str, Any]] = []
@@ -121,7 +121,7 @@ async def test_a_snapshot_key_holding_a_hash_is_left_alone_and_the_swap_still_la
     """``SET NX`` checks existence, not type: a hash there reads as "already frozen", never overwritten."""
     snapshot_key = session_key(P, U, "s1")
     await raw.hset(snapshot_key, mapping={"a": "b"})
-    created, swapped = await adapter.freeze_and_swap(P, U, "s1", b"snap", b"state", None)
+    created, swapped = await adapter.swap_state_with(P, U, b"state", None, snapshot=("s1", b"snap"))
     assert (created, swapped) == (False, (True, None))
     assert await raw.get(user_state_key(P, U)) == b"state"
     assert await raw.hgetall(snapshot_key) == {b"a": b"b"}
@@ -133,7 +133,7 @@ async def test_a_refused_snapshot_write_fails_only_the_snapshot_part(
     """One command's error is its own: the state swap in the same round trip still lands."""
     adapter = RedisStorageAdapter(redis_url=state_only_url)
     try:
-        created, swapped = await adapter.freeze_and_swap(P, U, "s1", b"snap", b"state", None)
+        created, swapped = await adapter.swap_state_with(P, U, b"state", None, snapshot=("s1", b"snap"))
         assert isinstance(created, StorageUnavailableError) and "NoPermission" in str(created)
         assert swapped == (True, None)
         stored = await adapter.load_state(P, U)  # the connection stayed in step
@@ -149,7 +149,7 @@ async def test_a_wrongtype_state_key_fails_only_the_swap_part(
     """The reverse: the snapshot is created even though the script's key holds a hash."""
     state_key = user_state_key(P, U)
     await raw.hset(state_key, mapping={"a": "b"})
-    created, swapped = await adapter.freeze_and_swap(P, U, "s1", b"snap", b"state", None)
+    created, swapped = await adapter.swap_state_with(P, U, b"state", None, snapshot=("s1", b"snap"))
     assert created is True
     assert isinstance(swapped, UnreadableDocumentError)
     assert await raw.get(session_key(P, U, "s1")) == b"snap"
@@ -233,6 +233,38 @@ async def test_a_cancelled_waiting_caller_leaves_the_others_their_replies(
         assert after is not None and after.raw == b"fresh"
     finally:
         await adapter.aclose()
+
+
+async def test_work_while_waiting_runs_once_each_after_its_commands_are_sent(
+    redis_url: str, raw: redis.asyncio.Redis, writes: Writes
+) -> None:
+    """The caller's hook overlaps the server's work: it must run after the send, never before."""
+    adapter = RedisStorageAdapter(redis_url=redis_url, pipelines=1)
+    sent_when_run: dict[str, bool] = {}
+
+    def hook(user: str) -> Callable[[], None]:
+        def run() -> None:
+            assert user not in sent_when_run  # once per call
+            key = user_state_key(P, user).encode()
+            sent_when_run[user] = any(key in data for _, data in writes)
+
+        return run
+
+    try:
+        await adapter.load_state(P, "warm")
+        writes.clear()
+        await pause_server(raw, 200)
+        first = asyncio.create_task(adapter.swap_state_with(P, "u0", b"d0", None, while_waiting=hook("u0")))
+        await asyncio.sleep(0.05)
+        queued = [  # these wait for the connection, then go out as one batch
+            asyncio.create_task(adapter.swap_state_with(P, f"u{i}", b"d", None, while_waiting=hook(f"u{i}")))
+            for i in range(1, 4)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(first, *queued), DOWN_BOUND_S)
+    finally:
+        await adapter.aclose()
+    assert results == [(None, (True, None))] * 4
+    assert sent_when_run == {f"u{i}": True for i in range(4)}
 
 
 async def test_a_cancelled_caller_in_flight_leaves_no_stale_reply_for_the_next(

@@ -26,6 +26,7 @@ every round trip is one of its own non-transactional pipelines instead.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["AutoPipeline", "Command"]
@@ -33,7 +34,8 @@ __all__ = ["AutoPipeline", "Command"]
 Command = tuple[Any, ...]
 """One command's arguments, e.g. ``("GET", key)``."""
 
-_Waiting = tuple[tuple[Command, ...], "asyncio.Future[list[Any]]"]
+Hook = Callable[[], object]
+_Waiting = tuple[tuple[Command, ...], "Hook | None", "asyncio.Future[list[Any]]"]
 
 
 class AutoPipeline:
@@ -52,19 +54,24 @@ class AutoPipeline:
         self._senders: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def call(self, *commands: Command) -> list[Any]:
-        """The replies to ``commands`` (an exception in place of a command that failed)."""
+    async def call(self, *commands: Command, while_waiting: Hook | None = None) -> list[Any]:
+        """The replies to ``commands`` (an exception in place of a command that failed).
+
+        ``while_waiting`` runs once the commands are sent, while the server works
+        on them: CPU work that would otherwise follow the reply (it must not raise).
+        """
+        hooks = () if while_waiting is None else (while_waiting,)
         if self._busy < self.limit:
             self._busy += 1
             try:
-                return await self._round_trip(commands)
+                return await self._round_trip(commands, hooks)
             finally:
                 self._release()
         reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((commands, reply))
+        self._waiting.append((commands, while_waiting, reply))
         return await reply
 
-    async def _round_trip(self, commands: tuple[Command, ...]) -> list[Any]:
+    async def _round_trip(self, commands: tuple[Command, ...], hooks: tuple[Hook, ...]) -> list[Any]:
         if self._pool is None:
             pipe = self._client.pipeline(transaction=False)
             for command in commands:
@@ -74,7 +81,7 @@ class AutoPipeline:
         conn = self._idle.pop() if self._idle else await self._pool.get_connection()
         try:
             return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
-                lambda: self._exchange(conn, commands), lambda _: conn.disconnect()
+                lambda: self._exchange(conn, commands, hooks), lambda _: conn.disconnect()
             )
         finally:
             if self._closed:  # closed meanwhile: nothing is kept any more
@@ -82,8 +89,10 @@ class AutoPipeline:
             else:
                 self._idle.append(conn)
 
-    async def _exchange(self, conn: Any, commands: tuple[Command, ...]) -> list[Any]:
+    async def _exchange(self, conn: Any, commands: tuple[Command, ...], hooks: tuple[Hook, ...]) -> list[Any]:
         await conn.send_packed_command(conn.pack_commands(commands))
+        for hook in hooks:
+            hook()
         replies: list[Any] = []
         for _ in commands:  # every reply is read, so the connection stays in step
             try:
@@ -103,23 +112,24 @@ class AutoPipeline:
 
     async def _send(self, batch: list[_Waiting]) -> None:
         try:
-            replies = await self._round_trip(tuple(c for commands, _ in batch for c in commands))
+            commands = tuple(c for cs, _, _ in batch for c in cs)
+            replies = await self._round_trip(commands, tuple(h for _, h, _ in batch if h is not None))
         except Exception as exc:  # the connection failed: so did every command on it
-            for _, reply in batch:
+            for _, _, reply in batch:
                 if not reply.done():
                     reply.set_exception(exc)
             return
         except BaseException:  # cancelled (the loop is closing): so are the callers
-            for _, reply in batch:
+            for _, _, reply in batch:
                 reply.cancel()
             raise
         finally:
             self._release()
         start = 0
-        for commands, reply in batch:
+        for cs, _, reply in batch:
             if not reply.done():  # else its caller was cancelled
-                reply.set_result(replies[start : start + len(commands)])
-            start += len(commands)
+                reply.set_result(replies[start : start + len(cs)])
+            start += len(cs)
 
     async def aclose(self) -> None:
         """Give the kept connections back to the pool (which closes them when it closes).

@@ -16,13 +16,14 @@ Decisions:
   go out together as the next one. Four is enough to keep a local server
   busy: batching, not connections, is what scales (measured with
   ``benchmarks/lifecycle.py``: 64 in flight did a third less work per second).
-  A session end's snapshot and state writes share one round trip
-  (``freeze_and_swap``).
+  A session end's snapshot and state writes share one round trip, and the
+  caller's own work can run while the server answers (``swap_state_with``).
 - redis-py errors are mapped once, here, to ``StorageUnavailableError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from autoplay_obs.errors import (
@@ -142,10 +143,10 @@ class RedisStorageAdapter(DictView):
             return UnreadableDocumentError("key holds a non-string Redis value")
         return StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}")
 
-    async def _call(self, *commands: Command) -> list[Any]:
+    async def _call(self, *commands: Command, while_waiting: Callable[[], object] | None = None) -> list[Any]:
         """The commands' replies, each error mapped to ours (raised when it is the connection's)."""
         try:
-            replies = await self._pipeline.call(*commands)
+            replies = await self._pipeline.call(*commands, while_waiting=while_waiting)
         except self._errors as exc:
             raise self._error(exc) from exc
         return [self._error(r) if isinstance(r, self._errors) else r for r in replies]
@@ -189,27 +190,31 @@ class RedisStorageAdapter(DictView):
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
         return bool(await self._one(self._freeze(product_id, user_id, session_id, raw)))
 
-    async def freeze_and_swap(
+    async def swap_state_with(
         self,
         product_id: str,
         user_id: str,
-        session_id: str,
-        snapshot: bytes,
-        state: bytes,
+        raw: bytes,
         expected: str | None,
-    ) -> tuple[bool | AutoplayError, tuple[bool, Stored | None] | AutoplayError]:
-        """``create_snapshot`` then ``swap_state`` in one round trip; the snapshot lands first.
+        *,
+        snapshot: tuple[str, bytes] | None = None,
+        while_waiting: Callable[[], object] | None = None,
+    ) -> tuple[bool | AutoplayError | None, tuple[bool, Stored | None] | AutoplayError]:
+        """``swap_state``, after a ``create_snapshot`` of ``snapshot`` (session id, bytes) in the
+        same round trip, running ``while_waiting`` while the server works.
 
-        Each part's own error comes back in its place; a connection error raises.
+        Returns whether the snapshot was created (None without one) and the swap's
+        result; each part's own error comes back in its place, a connection error raises.
         """
-        created, swapped = await self._call(
-            self._freeze(product_id, user_id, session_id, snapshot),
-            self._swap(product_id, user_id, state, expected),
-        )
-        return (
-            created if isinstance(created, AutoplayError) else bool(created),
-            swapped if isinstance(swapped, AutoplayError) else self._swapped(swapped),
-        )
+        swap = self._swap(product_id, user_id, raw, expected)
+        if snapshot is None:
+            (swapped,) = await self._call(swap, while_waiting=while_waiting)
+            created: Any = None
+        else:
+            freeze = self._freeze(product_id, user_id, *snapshot)
+            created, swapped = await self._call(freeze, swap, while_waiting=while_waiting)
+            created = created if isinstance(created, AutoplayError) else bool(created)
+        return created, swapped if isinstance(swapped, AutoplayError) else self._swapped(swapped)
 
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
         return await self._get(session_key(product_id, user_id, session_id))
