@@ -9,7 +9,10 @@ manager keep the invariants: a write-once snapshot that reports whether it was
 created, and a compare-and-set on the user state keyed by a token derived from
 the stored bytes (so documents written by other tools, which carry no revision,
 are still safe to replace). Both built-in primaries implement it; a custom
-primary without it gets best-effort read-modify-write.
+primary without it gets best-effort read-modify-write. A primary may also
+offer ``swap_state_with`` (see ``RedisStorageAdapter``): a compare-and-set
+carrying a snapshot write in the same round trip, that runs the manager's
+own work while the server answers.
 """
 
 from __future__ import annotations
