@@ -23,13 +23,19 @@ _UNSAFE: Final = re.compile(r"[:%{}\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029
 
 
 def validate_id(value: object, what: str) -> str:
-    """Refuse ids that cannot address stored data: not str, blank, or absurdly long."""
+    """Refuse ids that cannot address stored data: not str, blank, absurdly long, or not
+    text a key can hold (a lone surrogate, which JSON's ``\\ud800`` escape can produce)."""
     if not isinstance(value, str):
         raise InvalidIdError(f"{what} must be a str, got {type(value).__name__}")
     if not value.strip():
         raise InvalidIdError(f"{what} must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidIdError(f"{what} is {len(value)} characters; at most {MAX_ID_LENGTH}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidIdError(f"{what} holds a lone surrogate, which no key can hold") from None
     return value
 
 

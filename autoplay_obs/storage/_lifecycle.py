@@ -8,11 +8,13 @@ Decisions:
 - Storage trouble never raises into the host. A primary that is down or a
   document that cannot be read gives the agent a usable stand-in state,
   ``degraded=True``, and writes nothing over what is stored.
-- Session end freezes the snapshot (write-once) while it reads the state,
-  resolves the summary outside any lock or compare-and-set loop (the summarizer
-  is isolated by a timeout and a catch-all), then merges the snapshot into the
-  state by compare-and-set. The merge is idempotent per session id, so a
-  retried end counts once and reports itself as a duplicate.
+- Session end freezes the snapshot (write-once), resolves the summary outside
+  any lock or compare-and-set loop (the summarizer is isolated by a timeout
+  and a catch-all), then merges the snapshot into the state by
+  compare-and-set. Without a summarizer to run, the snapshot write travels
+  with the first compare-and-set; with one, it goes first, so a retry is
+  recognised before the summarizer is paid for. The merge is idempotent per
+  session id, so a retried end counts once and reports itself as a duplicate.
 - Bad arguments (ids, a non-snapshot) are the caller's bug: they raise typed
   errors at once, before any I/O.
 """

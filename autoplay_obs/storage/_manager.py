@@ -167,9 +167,14 @@ class _Lru(OrderedDict[K, V]):
             self.popitem(last=False)
 
 
-def _copy_into(kept: list[UserAdoptionState], state: UserAdoptionState) -> None:
-    if not kept:  # a retried round trip runs it again
+def _copy_into(kept: list[UserAdoptionState | None], state: UserAdoptionState) -> None:
+    """The manager's own copy of the state it is writing, made while the server answers."""
+    if kept:  # a retried round trip runs it again
+        return
+    try:
         kept.append(deep_copy(state))
+    except Exception:  # a value a host put there that cannot be copied: the next change decodes
+        kept.append(None)
 
 
 def _error_type(exc: AutoplayError) -> str:
@@ -569,9 +574,9 @@ class StorageManager:
                     return StateUpdate(state, False, conflicts, repairs)
                 state.revision = new_revision()
                 spliced = self._splice(state, stored) if tail_only and own and stored else None
-                raw = spliced or encode(state)  # a splice is byte for byte what encode() writes
+                raw = spliced or encode(state)  # a splice writes what encode() writes
                 expected = None if stored is None else stored.token
-                kept: list[UserAdoptionState] = []  # the copy for the next change, made while we wait
+                kept: list[UserAdoptionState | None] = []  # the copy for the next change
                 ok, current = await self._swap(
                     product_id,
                     user_id,
@@ -584,7 +589,7 @@ class StorageManager:
                 if not ok and current is not None and current.token == written.token:
                     ok = True  # our own write, landed before a lost reply and a client retry
                 if ok:  # the next change starts from a copy instead of decoding again
-                    self._states.put(key, _Known(written, kept[0] if kept else deep_copy(state)))
+                    self._states.put(key, _Known(written, kept[0] if kept else None))
                     self.mirror_state(product_id, user_id, raw)
                     return StateUpdate(state, True, conflicts, repairs)
                 conflicts += 1

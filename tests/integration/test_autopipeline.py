@@ -323,3 +323,94 @@ async def test_aclose_during_a_round_trip_still_returns_its_connection(
         assert len(pool._in_use_connections) == 0  # released when the round trip finished
     finally:
         await client.aclose()
+
+
+async def test_a_hook_that_raises_fails_its_own_call_and_leaves_the_connection_in_step(
+    redis_url: str, raw: redis.asyncio.Redis
+) -> None:
+    """A failing hook runs after the send: its replies must still be read, or the next caller
+    would read them as its own."""
+    adapter = RedisStorageAdapter(redis_url=redis_url, pipelines=1)
+
+    def boom() -> None:
+        raise ValueError("hook")
+
+    try:
+        await raw.mset({user_state_key(P, "u0"): b"doc-0", user_state_key(P, "u1"): b"doc-1"})
+        with pytest.raises(ValueError, match="hook"):
+            await adapter.swap_state_with(P, "a", b"A", None, while_waiting=boom)
+        assert await raw.get(user_state_key(P, "a")) == b"A"  # the write itself landed
+        first = await adapter.load_state(P, "u0")
+        assert first is not None and first.raw == b"doc-0"
+        await pause_server(raw, 200)  # now a waiting batch, where one hook fails
+        busy = asyncio.create_task(adapter.load_state(P, "u1"))
+        await asyncio.sleep(0.05)
+        bad = asyncio.create_task(adapter.swap_state_with(P, "b", b"B", None, while_waiting=boom))
+        good = asyncio.create_task(adapter.load_state(P, "u0"))
+        done = await asyncio.wait_for(asyncio.gather(busy, bad, good, return_exceptions=True), DOWN_BOUND_S)
+    finally:
+        await adapter.aclose()
+    assert isinstance(done[1], ValueError)
+    assert [s.raw for s in (done[0], done[2])] == [b"doc-1", b"doc-0"]
+
+
+async def test_a_command_that_cannot_be_sent_fails_only_its_caller(
+    redis_url: str, raw: redis.asyncio.Redis
+) -> None:
+    """Commands are packed by their caller: one that cannot be encoded never joins a batch."""
+    adapter = RedisStorageAdapter(redis_url=redis_url, pipelines=1)
+    try:
+        await raw.set(user_state_key(P, "u0"), b"doc-0")
+        await adapter.load_state(P, "warm")
+        await pause_server(raw, 200)
+        busy = asyncio.create_task(adapter.load_state(P, "u0"))
+        await asyncio.sleep(0.05)
+        others = [asyncio.create_task(adapter.load_state(P, "u0")) for _ in range(5)]
+        with pytest.raises(UnicodeEncodeError):
+            await adapter._pipeline.call(("GET", "bad\ud800key"))
+        got = await asyncio.wait_for(asyncio.gather(busy, *others), DOWN_BOUND_S)
+    finally:
+        await adapter.aclose()
+    assert [s.raw if s else None for s in got] == [b"doc-0"] * 6
+
+
+async def test_a_large_waiting_batch_goes_out_in_bounded_writes(
+    redis_url: str, raw: redis.asyncio.Redis, writes: Writes
+) -> None:
+    """No single write may grow with the backlog: it has to fit in the socket timeout."""
+    from autoplay_obs.storage.adapters._autopipeline import MAX_BATCH_BYTES
+
+    adapter = RedisStorageAdapter(redis_url=redis_url, pipelines=1)
+    doc = b"x" * 200_000
+    try:
+        await adapter.load_state(P, "warm")
+        writes.clear()
+        await pause_server(raw, 200)
+        calls = [asyncio.create_task(adapter.swap_state(P, f"u{i}", doc, None)) for i in range(30)]
+        assert await asyncio.wait_for(asyncio.gather(*calls), 10) == [(True, None)] * 30
+        sent = trips(writes, adapter)
+    finally:
+        await adapter.aclose()
+    assert max(map(len, sent)) <= MAX_BATCH_BYTES + len(doc)
+    assert len(sent) >= 30 * len(doc) // MAX_BATCH_BYTES
+    assert [await raw.strlen(user_state_key(P, f"u{i}")) for i in range(30)] == [len(doc)] * 30
+
+
+def test_an_adapter_outlives_an_event_loop_that_ended_mid_call(redis_url: str) -> None:
+    """A worker job's loop can end with calls in flight; the next job's loop must not hang."""
+    adapter = RedisStorageAdapter(redis_url=redis_url, pipelines=2)
+
+    async def job(n: int) -> None:
+        for i in range(40):  # fire and forget: still in flight when the loop ends
+            asyncio.get_running_loop().create_task(adapter.swap_state(P, f"j{n}-{i}", b"v", None))
+        await asyncio.sleep(0)
+
+    async def check() -> tuple[bool, Any]:
+        ok, _ = await asyncio.wait_for(adapter.swap_state(P, "after", b"fine", None), DOWN_BOUND_S)
+        return ok, await asyncio.wait_for(adapter.load_state(P, "after"), DOWN_BOUND_S)
+
+    for n in range(3):
+        asyncio.run(job(n))
+    ok, stored = asyncio.run(check())
+    asyncio.run(adapter.aclose())
+    assert ok and stored is not None and stored.raw == b"fine"

@@ -666,3 +666,20 @@ async def test_the_state_handed_out_for_a_retried_end_is_the_callers_alone(
     assert [e.session_id for e in start.state.sessions.index] == ["s1"]
     assert start.state.current_session_id == "s2"
     assert "bogus" not in start.state.onboarding.workflow_progress
+
+
+async def test_a_state_the_manager_cannot_copy_is_still_written_and_read_back(backend: Backend) -> None:
+    """A value a host put in metadata that deepcopy refuses costs the kept copy, not the write."""
+    storage = StorageManager([backend.adapter])
+
+    def add_view(state: UserAdoptionState) -> bool:
+        state.metadata["raw"] = memoryview(b"abc")  # msgspec writes it (base64); deepcopy cannot copy it
+        return True
+
+    update = await storage.update_state(
+        "p", "u", add_view, create=lambda: UserAdoptionState(user_id="u"), stored=None
+    )
+    assert update.written
+    started = await start_session("p", "u", "s1", storage)  # decodes: no kept copy to start from
+    assert started.persisted and started.state.metadata["raw"] == "YWJj"
+    assert started.state.sessions.current_session_id == "s1"

@@ -129,7 +129,18 @@ def test_ids_of_exactly_max_length_are_accepted_and_distinct() -> None:
     assert len({session_key(a, b, a), session_key(b, a, a), session_key(a, a, b)}) == 3
 
 
-BAD_IDS: list[Any] = ["", " ", "\t\n", "\u3000", "x" * (MAX_ID_LENGTH + 1), None, 5, b"bytes", ["u"]]
+BAD_IDS: list[Any] = [
+    "",
+    " ",
+    "\t\n",
+    "\u3000",
+    "x" * (MAX_ID_LENGTH + 1),
+    None,
+    5,
+    b"bytes",
+    ["u"],
+    "a\ud800b",
+]
 
 
 @pytest.mark.parametrize("bad", BAD_IDS, ids=repr)

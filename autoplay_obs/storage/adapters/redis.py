@@ -16,8 +16,9 @@ Decisions:
   go out together as the next one. Four is enough to keep a local server
   busy: batching, not connections, is what scales (measured with
   ``benchmarks/lifecycle.py``: 64 in flight did a third less work per second).
-  A session end's snapshot and state writes share one round trip, and the
-  caller's own work can run while the server answers (``swap_state_with``).
+  A session end's snapshot and state writes share one round trip (on a
+  Cluster, the snapshot goes first on its own), and the caller's own work can
+  run while the server answers (``swap_state_with``).
 - redis-py errors are mapped once, here, to ``StorageUnavailableError``.
 """
 
@@ -119,6 +120,8 @@ class RedisStorageAdapter(DictView):
         self._expiry: tuple[str | int, ...] = () if ttl_s is None else ("EX", ttl_s)
         pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", None)
         self._pipeline = AutoPipeline(client, min(pipelines, pool_size or pipelines))
+        # Not a Cluster: one round trip is one connection, so it keeps its commands' order.
+        self._one_connection = getattr(client, "connection_pool", None) is not None
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
 
     def describe(self) -> dict[str, str | int]:
@@ -207,13 +210,17 @@ class RedisStorageAdapter(DictView):
         result; each part's own error comes back in its place, a connection error raises.
         """
         swap = self._swap(product_id, user_id, raw, expected)
-        if snapshot is None:
-            (swapped,) = await self._call(swap, while_waiting=while_waiting)
-            created: Any = None
-        else:
+        created: Any = None
+        if snapshot is not None:
             freeze = self._freeze(product_id, user_id, *snapshot)
-            created, swapped = await self._call(freeze, swap, while_waiting=while_waiting)
+            if self._one_connection:
+                created, swapped = await self._call(freeze, swap, while_waiting=while_waiting)
+            else:  # a Cluster sends each node's part at once: the snapshot must go first, alone
+                (created,) = await self._call(freeze)
+                (swapped,) = await self._call(swap, while_waiting=while_waiting)
             created = created if isinstance(created, AutoplayError) else bool(created)
+        else:
+            (swapped,) = await self._call(swap, while_waiting=while_waiting)
         return created, swapped if isinstance(swapped, AutoplayError) else self._swapped(swapped)
 
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
