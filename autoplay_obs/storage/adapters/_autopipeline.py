@@ -96,7 +96,8 @@ class AutoPipeline:
         on them: CPU work that would otherwise follow the reply. If it raises,
         the call raises that, after its replies are read.
         """
-        await self._adopt_loop()
+        if self._loop is not asyncio.get_running_loop():
+            await self._adopt_loop()
         packed = [] if self._packer is None else self._packer.pack_commands(commands)
         this = _Call(commands, packed, while_waiting)
         if self._busy < self.limit:
