@@ -414,3 +414,18 @@ def test_an_adapter_outlives_an_event_loop_that_ended_mid_call(redis_url: str) -
     ok, stored = asyncio.run(check())
     asyncio.run(adapter.aclose())
     assert ok and stored is not None and stored.raw == b"fine"
+
+
+async def test_a_resent_set_nx_is_judged_by_the_bytes_stored(
+    adapter: RedisStorageAdapter, raw: redis.asyncio.Redis
+) -> None:
+    """A nil from a SET NX that went out twice is ours when the stored snapshot is ours."""
+    await raw.set(session_key(P, U, "mine"), b"ours")
+    await raw.set(session_key(P, U, "theirs"), b"someone else's")
+    judged = [
+        await adapter._created(None, True, P, U, ("mine", b"ours")),
+        await adapter._created(None, True, P, U, ("theirs", b"ours")),
+        await adapter._created(None, False, P, U, ("mine", b"ours")),  # sent once: nil is nil
+        await adapter._created(b"OK", True, P, U, ("new", b"ours")),
+    ]
+    assert judged == [True, False, False, True]

@@ -127,6 +127,7 @@ async def test_a_retried_compare_and_set_recognises_its_own_landed_write(
         await storage.drain()
         assert slow_reply_proxy["delayed"]  # the hazard really happened
         assert ended.persisted and not ended.duplicate and ended.state.sessions.count == 1
+        assert ended.snapshot_created is True  # the resent SET NX found our own first one
         assert sink.snapshots == ["s1"]  # the counted session reached the sink once
         assert sink.states[-1] == 1
     finally:

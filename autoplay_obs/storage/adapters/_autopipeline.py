@@ -33,7 +33,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["MAX_BATCH_BYTES", "AutoPipeline", "Command"]
+__all__ = ["MAX_BATCH_BYTES", "AutoPipeline", "Command", "Replies"]
 
 Command = tuple[Any, ...]
 """One command's arguments, e.g. ``("GET", key)``."""
@@ -44,10 +44,18 @@ MAX_BATCH_BYTES: Final = 1 << 20
 fit well within the socket timeout even on a slow link."""
 
 
+class Replies(list[Any]):
+    """One call's replies, in order."""
+
+    resent = False
+    """Its round trip went out again after a connection error: a reply to the first
+    sending may be lost, so a command that is not idempotent may have run twice."""
+
+
 class _Call:
     """One caller's commands, packed, and where its replies go."""
 
-    __slots__ = ("commands", "hook", "hook_error", "packed", "reply", "size")
+    __slots__ = ("commands", "hook", "hook_error", "packed", "reply", "sends", "size")
 
     def __init__(self, commands: tuple[Command, ...], packed: list[bytes], hook: Hook | None) -> None:
         self.commands = commands
@@ -55,7 +63,13 @@ class _Call:
         self.size = sum(map(len, packed))
         self.hook = hook
         self.hook_error: Exception | None = None
-        self.reply: asyncio.Future[list[Any]] | None = None
+        self.reply: asyncio.Future[Replies] | None = None
+        self.sends = 0
+
+    def replies(self, all_replies: list[Any], start: int) -> Replies:
+        mine = Replies(all_replies[start : start + len(self.commands)])
+        mine.resent = self.sends > 1
+        return mine
 
     def run_hook(self) -> None:
         """The caller's work while the server answers: once, and never into the round trip."""
@@ -89,7 +103,7 @@ class AutoPipeline:
         self._senders: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def call(self, *commands: Command, while_waiting: Hook | None = None) -> list[Any]:
+    async def call(self, *commands: Command, while_waiting: Hook | None = None) -> Replies:
         """The replies to ``commands`` (an exception in place of a command that failed).
 
         ``while_waiting`` runs once the commands are sent, while the server works
@@ -108,7 +122,7 @@ class AutoPipeline:
                 self._release()
             if this.hook_error is not None:
                 raise this.hook_error
-            return replies
+            return this.replies(replies, 0)
         this.reply = asyncio.get_running_loop().create_future()
         self._waiting.append(this)
         return await this.reply
@@ -157,6 +171,8 @@ class AutoPipeline:
                 self._idle.append(conn)
 
     async def _exchange(self, conn: Any, calls: list[_Call]) -> list[Any]:
+        for each in calls:
+            each.sends += 1
         await conn.send_packed_command([chunk for each in calls for chunk in each.packed])
         for each in calls:
             each.run_hook()
@@ -198,13 +214,12 @@ class AutoPipeline:
             self._release()
         start = 0
         for each in batch:
-            end = start + len(each.commands)
             if each.reply is not None and not each.reply.done():  # else its caller was cancelled
                 if each.hook_error is not None:
                     each.reply.set_exception(each.hook_error)
                 else:
-                    each.reply.set_result(replies[start:end])
-            start = end
+                    each.reply.set_result(each.replies(replies, start))
+            start += len(each.commands)
 
     async def aclose(self) -> None:
         """Give the kept connections back to the pool (which closes them when it closes).

@@ -36,7 +36,7 @@ from autoplay_obs.errors import (
 )
 from autoplay_obs.storage._keys import session_key, user_state_key
 from autoplay_obs.storage._protocol import Stored, token_of
-from autoplay_obs.storage.adapters._autopipeline import AutoPipeline, Command
+from autoplay_obs.storage.adapters._autopipeline import AutoPipeline, Command, Replies
 from autoplay_obs.storage.adapters._dict_view import DictView
 
 if TYPE_CHECKING:
@@ -146,13 +146,15 @@ class RedisStorageAdapter(DictView):
             return UnreadableDocumentError("key holds a non-string Redis value")
         return StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}")
 
-    async def _call(self, *commands: Command, while_waiting: Callable[[], object] | None = None) -> list[Any]:
+    async def _call(self, *commands: Command, while_waiting: Callable[[], object] | None = None) -> Replies:
         """The commands' replies, each error mapped to ours (raised when it is the connection's)."""
         try:
             replies = await self._pipeline.call(*commands, while_waiting=while_waiting)
         except self._errors as exc:
             raise self._error(exc) from exc
-        return [self._error(r) if isinstance(r, self._errors) else r for r in replies]
+        mapped = Replies(self._error(r) if isinstance(r, self._errors) else r for r in replies)
+        mapped.resent = replies.resent
+        return mapped
 
     async def _one(self, command: Command) -> Any:
         (reply,) = await self._call(command)
@@ -190,8 +192,26 @@ class RedisStorageAdapter(DictView):
     def _freeze(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> Command:
         return ("SET", session_key(product_id, user_id, session_id), raw, "NX", *self._expiry)
 
+    async def _created(
+        self, reply: Any, resent: bool, product_id: str, user_id: str, snapshot: tuple[str, bytes]
+    ) -> bool | AutoplayError:
+        """Whether ``SET NX`` stored the snapshot. After a lost reply its command went out
+        twice and the second found the first one's work: the stored bytes tell."""
+        if isinstance(reply, AutoplayError):
+            return reply
+        if reply is not None or not resent:
+            return reply is not None
+        try:
+            return await self._get(session_key(product_id, user_id, snapshot[0])) == snapshot[1]
+        except AutoplayError as exc:
+            return exc
+
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
-        return bool(await self._one(self._freeze(product_id, user_id, session_id, raw)))
+        replies = await self._call(self._freeze(product_id, user_id, session_id, raw))
+        created = await self._created(replies[0], replies.resent, product_id, user_id, (session_id, raw))
+        if isinstance(created, AutoplayError):
+            raise created
+        return created
 
     async def swap_state_with(
         self,
@@ -210,17 +230,17 @@ class RedisStorageAdapter(DictView):
         result; each part's own error comes back in its place, a connection error raises.
         """
         swap = self._swap(product_id, user_id, raw, expected)
-        created: Any = None
-        if snapshot is not None:
-            freeze = self._freeze(product_id, user_id, *snapshot)
-            if self._one_connection:
-                created, swapped = await self._call(freeze, swap, while_waiting=while_waiting)
-            else:  # a Cluster sends each node's part at once: the snapshot must go first, alone
-                (created,) = await self._call(freeze)
-                (swapped,) = await self._call(swap, while_waiting=while_waiting)
-            created = created if isinstance(created, AutoplayError) else bool(created)
-        else:
+        if snapshot is None:
             (swapped,) = await self._call(swap, while_waiting=while_waiting)
+            return None, swapped if isinstance(swapped, AutoplayError) else self._swapped(swapped)
+        freeze = self._freeze(product_id, user_id, *snapshot)
+        if self._one_connection:
+            replies = await self._call(freeze, swap, while_waiting=while_waiting)
+            frozen, swapped = replies
+        else:  # a Cluster sends each node's part at once: the snapshot must go first, alone
+            replies = await self._call(freeze)
+            frozen, (swapped,) = replies[0], await self._call(swap, while_waiting=while_waiting)
+        created = await self._created(frozen, replies.resent, product_id, user_id, snapshot)
         return created, swapped if isinstance(swapped, AutoplayError) else self._swapped(swapped)
 
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
