@@ -129,16 +129,15 @@ class AutoPipeline:
 
     async def _adopt_loop(self) -> None:
         """Connections and waiting calls belong to one event loop: a new one starts afresh."""
-        loop = asyncio.get_running_loop()
-        if self._loop is loop:
+        ended, self._loop = self._loop, asyncio.get_running_loop()
+        if ended is None:
             return
-        if self._loop is not None:  # that loop ended, maybe mid-call: give back what it held
-            stale, self._held, self._idle = self._held, [], []
-            self._busy, self._waiting = 0, []
-            for conn in stale:
-                with contextlib.suppress(Exception):
-                    await self._pool.release(conn)
-        self._loop = loop
+        # That loop ended, maybe mid-call: give back what it held (its calls are gone with it).
+        stale, self._held, self._idle = self._held, [], []
+        self._busy, self._waiting = 0, []
+        for conn in stale:
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
 
     async def _round_trip(self, calls: list[_Call]) -> list[Any]:
         if self._pool is None:
