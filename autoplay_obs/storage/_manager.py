@@ -530,7 +530,9 @@ class StorageManager:
         document last read (``state`` its decoding, when the caller has one);
         ``create`` makes the state when there is none. A document that cannot
         be read raises ``DocumentError`` and is never written over. The state
-        returned is the caller's: the manager keeps a copy of its own.
+        returned is the caller's: the manager keeps a copy of its own, which
+        the next change in this process starts from -- so ``change`` must keep
+        the document's rules (JSON values in ``metadata``, values in range).
 
         ``freeze`` is a snapshot to write once, before the state changes: with
         the first compare-and-set, in one round trip, on a primary that offers
