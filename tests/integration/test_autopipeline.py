@@ -66,7 +66,7 @@ async def state_only_url(redis_server: RedisServer, redis_url: str) -> AsyncIter
 
 async def pause_server(raw: redis.asyncio.Redis, ms: int) -> None:
     """Hold every other client's commands for ``ms``: a round trip sent now stays in flight."""
-    await raw.execute_command("CLIENT", "PAUSE", ms, "ALL")
+    await raw.execute_command("CLIENT", "PAUSE", ms)  # every command: the default before and since 6.2
 
 
 async def test_concurrent_callers_share_round_trips_and_each_gets_its_own_reply(
