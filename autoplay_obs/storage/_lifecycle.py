@@ -236,8 +236,8 @@ class _Merge:
     async def read(
         self, manager: StorageManager, product_id: str, *, fresh: bool
     ) -> tuple[Stored | None, UserAdoptionState | None]:
-        """The stored state (``fresh``: as the primary has it, not as cached), decoded."""
-        stored = await (manager.load_state if fresh else manager.read_state)(product_id, self.user_id)
+        """The stored state, decoded."""
+        stored = await self._stored(manager, product_id, fresh)
         if stored is None:
             return None, None
         decoded = decode_user_state(stored.raw, user_id=self.user_id)
@@ -258,9 +258,12 @@ class _Merge:
         )
 
     async def into(self, manager: StorageManager, product_id: str, *, fresh: bool) -> StateUpdate:
-        """Merge into the stored state (``fresh``: as the primary has it, not as cached)."""
-        stored = await (manager.load_state if fresh else manager.read_state)(product_id, self.user_id)
-        return await self.write(manager, product_id, stored, None)
+        """Merge into the stored state."""
+        return await self.write(manager, product_id, await self._stored(manager, product_id, fresh), None)
+
+    async def _stored(self, manager: StorageManager, product_id: str, fresh: bool) -> Stored | None:
+        """The stored state: ``fresh``, as the primary has it; else as last seen (cached)."""
+        return await (manager.load_state if fresh else manager.read_state)(product_id, self.user_id)
 
 
 @telemetry.traced_session("end")

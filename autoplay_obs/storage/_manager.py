@@ -177,6 +177,11 @@ def _copy_into(kept: list[UserAdoptionState | None], state: UserAdoptionState) -
         kept.append(None)
 
 
+def _foreign(adapter: object, exc: Exception) -> StorageUnavailableError:
+    """An adapter's own exception, as the library's error."""
+    return StorageUnavailableError(f"{adapter_name(adapter)}: {type(exc).__name__}: {exc}")
+
+
 def _error_type(exc: AutoplayError) -> str:
     return type(exc.__cause__ or exc).__name__
 
@@ -275,7 +280,7 @@ class StorageManager:
             raise
         except Exception as exc:  # a custom adapter's own error: mapped at this boundary
             error_type = type(exc).__name__
-            raise StorageUnavailableError(f"{adapter_name(adapter)}: {error_type}: {exc}") from exc
+            raise _foreign(adapter, exc) from exc
         finally:
             _record(adapter, role, operation, outcome, started, error_type)
 
@@ -456,11 +461,7 @@ class StorageManager:
                 product_id, user_id, raw, expected, snapshot=snapshot, while_waiting=while_waiting
             )
         except Exception as exc:  # the connection failed: every call in the round trip did
-            error = (
-                exc
-                if isinstance(exc, AutoplayError)
-                else StorageUnavailableError(f"{adapter_name(self.primary)}: {type(exc).__name__}: {exc}")
-            )
+            error = exc if isinstance(exc, AutoplayError) else _foreign(self.primary, exc)
             if freeze is not None:
                 freeze.error = error
             for operation in operations:

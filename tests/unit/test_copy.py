@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import msgspec.inspect as mi
 from hypothesis import HealthCheck, given, settings
-from test_codec_properties import snapshots, states
+from test_codec_properties import DOCUMENT_STRUCT_NAMES, document_structs, snapshots, states
 
 from autoplay_obs.storage import InMemoryStorageAdapter, StorageManager, end_session, start_session
 from autoplay_obs.user_adoption_state import (
@@ -379,28 +379,6 @@ IMMUTABLE_KINDS: tuple[type[mi.Type], ...] = (
 FREE_FORM_FIELDS = {(UserAdoptionState, "metadata")}
 
 
-def document_structs() -> dict[type[Any], mi.StructType]:
-    """Every Struct type reachable from the two stored documents."""
-    found: dict[type[Any], mi.StructType] = {}
-
-    def walk(t: mi.Type) -> None:
-        if isinstance(t, mi.StructType):
-            if t.cls in found:
-                return
-            found[t.cls] = t
-            for f in t.fields:
-                walk(f.type)
-        for child in ("item_type", "key_type", "value_type"):
-            if hasattr(t, child):
-                walk(getattr(t, child))
-        for member in getattr(t, "types", ()):
-            walk(member)
-
-    walk(mi.type_info(UserAdoptionState))
-    walk(mi.type_info(SessionSnapshot))
-    return found
-
-
 def not_copyable(t: mi.Type, path: str, *, free_form: bool = False) -> list[str]:
     """The parts of a field type that ``deep_copy`` would share although they are mutable."""
     if isinstance(t, (*IMMUTABLE_KINDS, mi.StructType)):  # a Struct's fields are checked separately
@@ -422,17 +400,7 @@ def not_copyable(t: mi.Type, path: str, *, free_form: bool = False) -> list[str]
 def test_every_document_field_is_either_copied_or_immutable() -> None:
     """A field of a kind the copier would share although mutable (a set, say) fails here first."""
     structs = document_structs()
-    assert {cls.__name__ for cls in structs} >= {
-        "UserAdoptionState",
-        "SessionSnapshot",
-        "OnboardingState",
-        "WorkflowProgress",
-        "StepProgress",
-        "StepInAssessment",
-        "Sessions",
-        "SessionIndexEntry",
-        "Mastery",
-    }
+    assert {cls.__name__ for cls in structs} >= DOCUMENT_STRUCT_NAMES
     problems = [
         problem
         for cls, info in structs.items()
