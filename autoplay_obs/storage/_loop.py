@@ -7,12 +7,15 @@ Decisions:
   write that Redis holds as not persisted -- or hang on a lock of another
   loop. So the first loop that uses an object owns it, and a call from any
   other loop is refused at once with a ``ConfigurationError`` naming the fix.
+- ``strict`` (a Redis client: its connections cannot move) refuses every other
+  loop for good. Otherwise (a manager, whose locks and tasks last one call) the
+  object moves on once its loop is closed: ``asyncio.run`` per call works with
+  a primary that allows it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 
 from autoplay_obs.errors import ConfigurationError
 
@@ -22,19 +25,20 @@ __all__ = ["LoopBinding"]
 class LoopBinding:
     """Remembers the first running loop and refuses every other one."""
 
-    __slots__ = ("_loop", "_owner")
+    __slots__ = ("_loop", "_owner", "_strict")
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, *, strict: bool) -> None:
         self._owner = owner
-        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._strict = strict
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def check(self) -> None:
         loop = asyncio.get_running_loop()
-        bound = None if self._loop is None else self._loop()
+        bound = self._loop
         if bound is loop:
             return
-        if bound is None:
-            self._loop = weakref.ref(loop)
+        if bound is None or (not self._strict and bound.is_closed()):
+            self._loop = loop
             return
         raise ConfigurationError(
             f"{self._owner} is used from a second event loop; it belongs to the first one that "

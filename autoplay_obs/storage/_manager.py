@@ -148,7 +148,7 @@ class StorageManager:
         self.max_summary_chars = max_summary_chars
         self._pending: set[asyncio.Task[None]] = set()
         self._snapshots: Lru[tuple[str, str, str], SessionSnapshot] = Lru(cache_size)
-        self._loop = LoopBinding("StorageManager")
+        self._loop = LoopBinding("StorageManager", strict=False)
         self._atomic = atomic
         self.bundles_freeze = getattr(atomic, "bundles_freeze", False) is True
         """The primary can send a snapshot write and a compare-and-set in one round trip."""

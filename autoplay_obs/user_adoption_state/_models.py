@@ -99,7 +99,7 @@ def _finite_json(value: Any, what: str) -> Any:
         if not all(isinstance(k, str) for k in value):
             raise InvalidValueError(f"{what} keys must be strings, got {list(value)!r}")
         return {k: _finite_json(v, what) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_finite_json(v, what) for v in value]
     return value
 

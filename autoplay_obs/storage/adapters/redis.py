@@ -129,7 +129,7 @@ class RedisStorageAdapter(DictView):
         self._wait = (wait_replicas, int(wait_timeout * 1000))
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._noscript: type[BaseException] = NoScriptError
-        self._loop = LoopBinding("RedisStorageAdapter")
+        self._loop = LoopBinding("RedisStorageAdapter", strict=True)
 
     def describe(self) -> dict[str, str | int]:
         """Span attributes naming the server, per the OpenTelemetry database conventions."""
