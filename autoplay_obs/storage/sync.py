@@ -70,7 +70,7 @@ def _blocking(
     """The async manager's ``method`` as a blocking method of ``SyncStorageManager``."""
 
     def call(self: SyncStorageManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._run(method, self.manager, *args, **kwargs)
+        return self._run(method, self._manager, *args, **kwargs)
 
     functools.update_wrapper(call, method)
     call.__doc__ = f"Blocking ``StorageManager.{method.__name__}``: {method.__doc__ or ''}".strip()
@@ -104,14 +104,14 @@ class SyncStorageManager:
             return StorageManager(adapters, **manager_kwargs)
 
         try:
-            self.manager: StorageManager = self._loop.run(build(), self.call_timeout, "SyncStorageManager")
+            self._manager: StorageManager = self._loop.run(build(), self.call_timeout, "SyncStorageManager")
         except BaseException:
             self._loop.stop(self.call_timeout)
             raise
         # Interpreter exit closes a manager still open; the hook holds it weakly.
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._at_exit)
-        self._collected = weakref.finalize(self, _collected, self._loop, self.manager)
+        self._collected = weakref.finalize(self, _collected, self._loop, self._manager)
         self._collected.atexit = False
 
     def _run(
@@ -163,7 +163,7 @@ class SyncStorageManager:
         atexit.unregister(self._at_exit)
         self._collected.detach()
         try:
-            if not self._loop.close(self.manager.aclose(), self.call_timeout, "SyncStorageManager"):
+            if not self._loop.close(self._manager.aclose(), self.call_timeout, "SyncStorageManager"):
                 logger.warning(
                     "autoplay_obs: SyncStorageManager did not close within %s s; sink writes may be lost",
                     self.call_timeout,
@@ -207,7 +207,7 @@ def start_session(
 ) -> SessionStartResult:
     """Blocking ``autoplay_obs.storage.start_session``."""
     sync = _storage(storage)
-    return sync._run(_lifecycle.start_session, product_id, user_id, session_id, sync.manager)
+    return sync._run(_lifecycle.start_session, product_id, user_id, session_id, sync._manager)
 
 
 def on_session_start(
@@ -236,7 +236,7 @@ def end_session(
         product_id,
         user_id,
         session_snapshot,
-        sync.manager,
+        sync._manager,
         summarizer=off_loop(summarizer),
         summary=summary,
         summarizer_timeout=summarizer_timeout,

@@ -1,6 +1,6 @@
 """The blocking API (``autoplay_obs.storage.sync``) on the in-memory primary.
 
-Real redis-server, forks and interpreter exit are in tests/integration/test_sync.py.
+Real redis-server, forks and interpreter exit are in tests/integration/test_sync_integration.py.
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def test_bad_arguments_raise_typed(storage: SyncStorageManager, make_snapshot: M
 
 
 def test_manager_arguments_pass_through_and_fail_as_they_would() -> None:
-    with SyncStorageManager([InMemoryStorageAdapter()], sink_timeout=1.5, cache_size=3) as storage:
-        assert (storage.manager.sink_timeout, storage.manager._states.size) == (1.5, 3)
+    with SyncStorageManager([InMemoryStorageAdapter()], sink_timeout=1.5, write_deadline=3.0) as storage:
+        assert (storage._manager.sink_timeout, storage._manager.write_deadline) == (1.5, 3.0)
     before = {t.name for t in threading.enumerate()}
     with pytest.raises(ConfigurationError, match="at least one adapter"):
         SyncStorageManager([])
@@ -270,6 +270,23 @@ def test_a_plain_summarizer_runs_off_the_loop(
     ender.join(20)
     assert not ender.is_alive()
     assert results[0].state.onboarding.summary == "ran alongside"
+
+
+def test_a_plain_summarizer_past_its_timeout_is_abandoned(
+    storage: SyncStorageManager, make_snapshot: MakeSnapshot
+) -> None:
+    release = threading.Event()
+
+    def hung(snapshot: SessionSnapshot) -> str:
+        release.wait(10)
+        return "late"
+
+    try:
+        ended = end_session(P, U, make_snapshot("s1"), storage, summarizer=hung, summarizer_timeout=0.1)
+    finally:
+        release.set()
+    assert (ended.persisted, ended.summary_error, ended.state.sessions.count) == (True, "TimeoutError", 1)
+    assert ended.state.onboarding.summary != "late"
 
 
 # ------------------------------------------------------------------------------ telemetry

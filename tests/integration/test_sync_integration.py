@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -20,6 +21,9 @@ from autoplay_obs.errors import ConfigurationError
 from autoplay_obs.storage import RedisStorageAdapter, user_state_key
 from autoplay_obs.storage.sync import SyncStorageManager, end_session, on_session_start
 from autoplay_obs.user_adoption_state import MAX_SESSION_INDEX, SessionSnapshot, decode_user_state
+
+if TYPE_CHECKING:
+    from conftest import RecordingHTTPServer
 
 P = "prod_1"
 THREADS, ENDS, USERS = 8, 50, 4
@@ -197,6 +201,37 @@ def test_exit_without_close_flushes_the_sinks(redis_url: str, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert "ended, not closed" in done.stdout
     assert sorted(out.read_text().splitlines()) == SINK_WRITES
+
+
+def test_exit_without_close_delivers_posthog_events(
+    recording_http_server: RecordingHTTPServer, tmp_path: Path
+) -> None:
+    """The official PostHog SDK behind the manager: its events reach the server at exit."""
+    body = """
+import time
+from autoplay_obs.storage import InMemoryStorageAdapter
+from autoplay_obs.storage.adapters.posthog import PostHogStorageAdapter
+from autoplay_obs.storage.sync import SyncStorageManager, on_session_end, on_session_start
+from autoplay_obs.user_adoption_state import SessionSnapshot
+
+posthog = PostHogStorageAdapter(
+    api_key="phc_test", host=sys.argv[1], flush_interval=30, flush_at=100, max_retries=0, close_timeout=5
+)
+storage = SyncStorageManager([InMemoryStorageAdapter(), posthog])
+state, _ = on_session_start("prod_1", "u1", "s1", storage=storage)
+snapshot = SessionSnapshot.from_adoption_state(
+    state, session_id="s1", session_number=1, started_at=time.time() - 60, catalog_workflow_ids=["a"]
+)
+on_session_end("prod_1", "u1", snapshot, storage=storage, summary="done")
+"""
+    done = _run_script(body, tmp_path, recording_http_server.url)
+    assert done.returncode == 0, done.stderr
+    events = [
+        event.get("event")
+        for request in recording_http_server.wait_for_requests(1, timeout=10)
+        for event in (request.json or {}).get("batch", [])
+    ]
+    assert sorted(events) == ["$set", "$set", "autoplay_session_captured"]
 
 
 def test_a_pre_fork_server_worker_exits_cleanly_and_the_master_still_flushes(
