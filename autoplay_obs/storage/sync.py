@@ -111,7 +111,7 @@ class SyncStorageManager:
         # Interpreter exit closes a manager still open; the hook holds it weakly.
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._at_exit)
-        self._collected = weakref.finalize(self, _collected, self._loop, self._manager)
+        self._collected = weakref.finalize(self, _collected, self._loop, self._manager, self._at_exit)
         self._collected.atexit = False
 
     def _run(
@@ -189,7 +189,8 @@ def _close_at_exit(ref: weakref.ReferenceType[SyncStorageManager]) -> None:
         manager._shutdown()
 
 
-def _collected(loop: LoopThread, manager: StorageManager) -> None:
+def _collected(loop: LoopThread, manager: StorageManager, at_exit: Callable[[], None]) -> None:
+    atexit.unregister(at_exit)
     loop.abandon(manager.aclose())
 
 

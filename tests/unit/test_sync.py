@@ -143,10 +143,10 @@ def test_bad_arguments_raise_typed(storage: SyncStorageManager, make_snapshot: M
 def test_manager_arguments_pass_through_and_fail_as_they_would() -> None:
     with SyncStorageManager([InMemoryStorageAdapter()], sink_timeout=1.5, write_deadline=3.0) as storage:
         assert (storage._manager.sink_timeout, storage._manager.write_deadline) == (1.5, 3.0)
-    before = {t.name for t in threading.enumerate()}
+    before = set(threading.enumerate())
     with pytest.raises(ConfigurationError, match="at least one adapter"):
         SyncStorageManager([])
-    leftover = [t for t in threading.enumerate() if t.name not in before and t.name == "autoplay-obs-sync"]
+    leftover = [t for t in threading.enumerate() if t not in before and t.name == "autoplay-obs-sync"]
     for thread in leftover:
         thread.join(5)
     assert [t for t in leftover if t.is_alive()] == []
