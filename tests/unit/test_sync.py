@@ -238,6 +238,32 @@ def test_close_from_many_threads_waits_for_the_one_flush(make_snapshot: MakeSnap
     assert seen == [True] * 4
 
 
+def test_calls_racing_a_close_finish_or_are_refused_never_hang(make_snapshot: MakeSnapshot) -> None:
+    storage = SyncStorageManager([InMemoryStorageAdapter(), RecordingSink()])
+    outcomes: list[str] = []
+    go = threading.Barrier(5)
+
+    def caller(t: int) -> None:
+        go.wait(10)
+        for i in range(200):
+            try:
+                on_session_end(P, f"u{t}", make_snapshot(f"s{i}", user_id=f"u{t}"), storage, summary="x")
+                outcomes.append("ok")
+            except ConfigurationError as exc:
+                outcomes.append("refused" if "closed" in str(exc) else repr(exc))
+                return
+
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    go.wait(10)
+    storage.close()
+    for thread in threads:
+        thread.join(30)
+    assert [t for t in threads if t.is_alive()] == []
+    assert set(outcomes) <= {"ok", "refused"}
+
+
 def test_an_unclosed_manager_is_collected_and_its_thread_stops() -> None:
     sink = RecordingSink()
     storage = SyncStorageManager([InMemoryStorageAdapter(), sink])
