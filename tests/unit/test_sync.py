@@ -141,8 +141,8 @@ def test_bad_arguments_raise_typed(storage: SyncStorageManager, make_snapshot: M
 
 
 def test_manager_arguments_pass_through_and_fail_as_they_would() -> None:
-    with SyncStorageManager([InMemoryStorageAdapter()], sink_timeout=1.5, write_deadline=3.0) as storage:
-        assert (storage._manager.sink_timeout, storage._manager.write_deadline) == (1.5, 3.0)
+    with SyncStorageManager([InMemoryStorageAdapter()], sink_timeout=1.5, max_summary_chars=300) as storage:
+        assert (storage._manager.sink_timeout, storage._manager.max_summary_chars) == (1.5, 300)
     before = set(threading.enumerate())
     with pytest.raises(ConfigurationError, match="at least one adapter"):
         SyncStorageManager([])
