@@ -36,7 +36,6 @@ import os
 import secrets
 import socket
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -53,7 +52,7 @@ from autoplay_obs.errors import (
 )
 from autoplay_obs.storage import _outbox_sql as sql
 from autoplay_obs.storage._keys import validate_id
-from autoplay_obs.storage._outbox_schema import connect
+from autoplay_obs.storage._outbox_schema import OutboxConnection, connect
 from autoplay_obs.storage._outbox_types import (
     DropReason,
     OutboxEntry,
@@ -105,11 +104,10 @@ class Outbox:
         self._create = create
         self._clock = clock
         self._dropped: Counter[DropReason] = Counter()
-        self._conn: sqlite3.Connection | None = None
+        self._conn: OutboxConnection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pid = -1
         self._abandoned: list[object] = []  # inherited across a fork: never closed in the child
-        self._deadline = threading.local()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -261,8 +259,8 @@ class Outbox:
                 raise OutboxTimeoutError(
                     f"outbox {what} at {self.path} waited past its {self.timeout_s}s timeout"
                 )
-            self._deadline.value = deadline
             conn = self._connection()
+            conn.deadline = deadline
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(remaining * 1000))}")
             return fn(conn, *args)
         except OutboxError:
@@ -270,17 +268,14 @@ class Outbox:
         except (sqlite3.Error, OSError) as exc:
             raise _mapped(exc, what, self.path) from exc
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> OutboxConnection:
         if self._conn is None:
             conn = connect(
                 self.path, timeout_s=self.timeout_s, synchronous=self.synchronous, create=self._create
             )
-            conn.set_progress_handler(self._past_deadline, _PROGRESS_EVERY)
+            conn.set_progress_handler(lambda: int(time.monotonic() > conn.deadline), _PROGRESS_EVERY)
             self._conn = conn
         return self._conn
-
-    def _past_deadline(self) -> int:
-        return int(time.monotonic() > getattr(self._deadline, "value", float("inf")))
 
 
 def _mapped(exc: sqlite3.Error | OSError, what: str, path: str) -> OutboxError:

@@ -16,15 +16,17 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Final
 from urllib.parse import quote
 
-from autoplay_obs.errors import OutboxCorruptError, OutboxWriteError
+from autoplay_obs.errors import OutboxCorruptError, OutboxTimeoutError, OutboxWriteError
 
-__all__ = ["APPLICATION_ID", "MAX_TEXT", "SCHEMA_VERSION", "connect", "write"]
+__all__ = ["APPLICATION_ID", "MAX_TEXT", "SCHEMA_VERSION", "OutboxConnection", "connect", "write"]
 
 APPLICATION_ID: Final = 0x4150_4F42  # "APOB"
 SCHEMA_VERSION: Final = 1
@@ -56,7 +58,7 @@ CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT RO
 """
 
 
-def connect(path: str, *, timeout_s: float, synchronous: str, create: bool) -> sqlite3.Connection:
+def connect(path: str, *, timeout_s: float, synchronous: str, create: bool) -> OutboxConnection:
     """Open (or create) the outbox file in WAL mode; refuse a file that is not an outbox."""
     if create:
         # Created here, owner-only, because the entries hold user data; SQLite gives the -wal
@@ -64,7 +66,14 @@ def connect(path: str, *, timeout_s: float, synchronous: str, create: bool) -> s
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     uri = f"file:{quote(os.path.abspath(path))}?mode={'rwc' if create else 'rw'}"
-    conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        uri,
+        uri=True,
+        timeout=timeout_s,
+        isolation_level=None,
+        check_same_thread=False,
+        factory=OutboxConnection,
+    )
     try:
         _check_identity(conn, path)  # before WAL: a foreign file is not converted
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -100,13 +109,24 @@ def _check_identity(conn: sqlite3.Connection, path: str) -> bool:
     return False
 
 
+class OutboxConnection(sqlite3.Connection):
+    """A connection that knows the deadline (``time.monotonic``) of the call it runs."""
+
+    deadline: float = math.inf
+
+
 @contextlib.contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction; rolled back, not committed, once the call's caller gave up."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        if time.monotonic() > getattr(conn, "deadline", math.inf):
+            raise OutboxTimeoutError(
+                "outbox call ran past its timeout before committing; nothing was written"
+            )
+        conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
