@@ -281,9 +281,10 @@ class Outbox:
 def _mapped(exc: sqlite3.Error | OSError, what: str, path: str) -> OutboxError:
     """The one place a sqlite3 or OS error becomes an ``OutboxError``."""
     if isinstance(exc, OSError):
-        return OutboxWriteError(f"outbox {what} at {path} failed: {exc.strerror or exc}")
+        hint = " (is the directory writable?)" if isinstance(exc, PermissionError) else ""
+        return OutboxWriteError(f"outbox {what} at {path} failed: {exc.strerror or exc}{hint}")
     name = str(getattr(exc, "sqlite_errorname", ""))  # Python 3.11+; the message suffices before
-    text = str(exc)
+    text = f"{exc} [{name}]" if name else str(exc)
     if (
         name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT"))
         or "not a database" in text
@@ -292,13 +293,17 @@ def _mapped(exc: sqlite3.Error | OSError, what: str, path: str) -> OutboxError:
         return OutboxCorruptError(
             f"{path} is not a readable outbox ({text}); it was left untouched: move it aside to start afresh"
         )
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_INTERRUPT")) or text in (
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_INTERRUPT")) or str(exc) in (
         "database is locked",
         "interrupted",
     ):
         return OutboxTimeoutError(f"outbox {what} at {path} gave up after its timeout: {text}")
     if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
         return OutboxWriteError(
-            f"cannot open outbox {path}: {text} (does the directory exist, and may we write there?)"
+            f"cannot open outbox {path}: {text} (does the directory exist, is it writable?)"
         )
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return OutboxWriteError(f"outbox {path} is read-only here: {text}")
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk" in text:
+        return OutboxWriteError(f"outbox {what} at {path} could not write: {text} (is the disk full?)")
     return OutboxWriteError(f"outbox {what} at {path} failed: {text}")

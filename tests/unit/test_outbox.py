@@ -287,3 +287,10 @@ async def test_a_lock_held_past_the_timeout_is_a_timeout_error_and_the_loop_keep
         holder.close()
         assert (await quick.put(item("u", "s2"))).queued
         await quick.aclose()
+
+
+async def test_the_files_are_readable_by_their_owner_only(outbox: Outbox) -> None:
+    await outbox.put(item("u", "s1"))
+    files = sorted(Path(outbox.path).parent.iterdir())
+    assert [f.name for f in files] == ["outbox.db", "outbox.db-shm", "outbox.db-wal"]
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
