@@ -30,6 +30,7 @@ __all__ = ["APPLICATION_ID", "MAX_TEXT", "SCHEMA_VERSION", "OutboxConnection", "
 
 APPLICATION_ID: Final = 0x4150_4F42  # "APOB"
 SCHEMA_VERSION: Final = 1
+WAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
 MAX_TEXT: Final = 1000  # an error or park reason is kept to this many characters
 
 _SCHEMA: Final = """
@@ -80,6 +81,7 @@ def connect(path: str, *, timeout_s: float, synchronous: str, create: bool) -> O
         if str(mode).lower() != "wal":
             raise OutboxWriteError(f"outbox {path} cannot use WAL mode (got {mode!r}); use a local disk")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")  # truncate the WAL after checkpoints
         with write(conn):
             if _check_identity(conn, path):  # again, under the write lock: another process may have won
                 for statement in _SCHEMA.split(";"):

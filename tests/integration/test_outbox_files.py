@@ -248,3 +248,26 @@ def test_a_full_disk_is_a_write_error_and_the_outbox_recovers(tmp_path: Path) ->
     assert result["error"] is not None and result["error"].startswith("OutboxWriteError"), result
     assert str(path) in result["error"]
     assert result["after"] is True and result["depth"] == result["accepted"] + 2
+
+
+PUT_AFTER_FORK = """
+async def put(box, session):
+    return (await box.put(OutboxItem("prod", "u", session, b"{}"))).queued
+box = Outbox(sys.argv[1])
+assert asyncio.run(put(box, "before-fork"))
+pid = os.fork()
+if pid == 0:  # the child's first call opens its own connection and worker thread
+    os._exit(0 if asyncio.run(put(box, "in-child")) else 1)
+_, code = os.waitpid(pid, 0)
+assert asyncio.run(put(box, "in-parent")) and code == 0
+box.close()
+async def read():
+    async with Outbox(sys.argv[1]) as again:
+        return [e.session_id for e in await again.pending_for("prod", "u")]
+print(" ".join(asyncio.run(read())))
+"""
+
+
+def test_an_outbox_made_before_a_fork_works_in_the_child_and_the_parent(tmp_path: Path) -> None:
+    out = _run(PUT_AFTER_FORK, str(tmp_path / "outbox.db"))
+    assert out.split() == ["before-fork", "in-child", "in-parent"]
