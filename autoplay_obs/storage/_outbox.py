@@ -45,6 +45,7 @@ from typing import Any, Final, TypeVar
 
 from autoplay_obs.errors import (
     ConfigurationError,
+    InvalidValueError,
     OutboxCorruptError,
     OutboxError,
     OutboxTimeoutError,
@@ -99,7 +100,7 @@ class Outbox:
         self.path = os.fspath(path)
         self.synchronous = mode
         self.timeout_s = float(timeout_s)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = _claimer_id()
         self._limits = sql.Limits(max_entries, max_bytes, float(max_age_s))
         self._create = create
         self._clock = clock
@@ -133,7 +134,7 @@ class Outbox:
         ):
             validate_id(value, what)
         if not isinstance(item.snapshot, bytes):
-            raise TypeError(f"snapshot must be bytes, got {type(item.snapshot).__name__}")
+            raise InvalidValueError(f"snapshot must be bytes, got {type(item.snapshot).__name__}")
         trace = current_trace_headers()  # here, in the caller's context, not in the worker thread
         result = await self._run("put", sql.put, item, trace, self._clock(), self._limits)
         self._dropped.update(result.dropped)
@@ -234,6 +235,8 @@ class Outbox:
                 self._abandoned.append(self._conn)
             self._conn = None
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="autoplay-outbox")
+            if self._pid != -1:
+                self.owner = _claimer_id()  # a forked child must not pass for its parent's leases
             self._pid = os.getpid()
         assert self._executor is not None
         return self._executor
@@ -276,6 +279,10 @@ class Outbox:
             conn.set_progress_handler(lambda: int(time.monotonic() > conn.deadline), _PROGRESS_EVERY)
             self._conn = conn
         return self._conn
+
+
+def _claimer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _mapped(exc: sqlite3.Error | OSError, what: str, path: str) -> OutboxError:

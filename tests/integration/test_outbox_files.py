@@ -255,9 +255,10 @@ async def put(box, session):
     return (await box.put(OutboxItem("prod", "u", session, b"{}"))).queued
 box = Outbox(sys.argv[1])
 assert asyncio.run(put(box, "before-fork"))
+parent_owner = box.owner
 pid = os.fork()
-if pid == 0:  # the child's first call opens its own connection and worker thread
-    os._exit(0 if asyncio.run(put(box, "in-child")) else 1)
+if pid == 0:  # the child's first call opens its own connection and worker thread, and claims as itself
+    os._exit(0 if asyncio.run(put(box, "in-child")) and box.owner != parent_owner else 1)
 _, code = os.waitpid(pid, 0)
 assert asyncio.run(put(box, "in-parent")) and code == 0
 box.close()

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from autoplay_obs.errors import (
     ConfigurationError,
     InvalidIdError,
+    InvalidValueError,
     OutboxCorruptError,
     OutboxError,
     OutboxTimeoutError,
@@ -234,6 +235,8 @@ async def test_bad_arguments_fail_before_any_file_is_made(tmp_path: Path) -> Non
     box = Outbox(path)
     with pytest.raises(InvalidIdError):
         await box.put(OutboxItem("prod", "", "s1", b"x"))
+    with pytest.raises(InvalidValueError):
+        await box.put(OutboxItem("prod", "u", "s1", "not bytes"))  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         Outbox(path, synchronous="OFF")
     with pytest.raises(ConfigurationError):
