@@ -240,7 +240,7 @@ def status(conn: sqlite3.Connection, now: float, path: str, limits: Limits, sync
         pending, parked, leased, total, oldest = conn.execute(
             "SELECT coalesce(sum(state = 'pending'), 0), coalesce(sum(state = 'parked'), 0),"
             " coalesce(sum(claimed_by IS NOT NULL AND lease_until > ?), 0), coalesce(sum(size), 0),"
-            " min(queued_at) FROM entries",
+            " min(CASE WHEN state = 'pending' THEN queued_at END) FROM entries",
             (now,),
         ).fetchone()
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())

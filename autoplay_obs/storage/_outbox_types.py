@@ -118,7 +118,7 @@ class OutboxStatus:
     leased: int
     total_bytes: int
     file_bytes: int
-    oldest_age_s: float | None  # of any entry, pending or parked; None when empty
+    oldest_age_s: float | None  # of the oldest pending entry (parked ones wait for an operator)
     queued_total: int
     replayed_total: int
     parked_total: int
@@ -188,7 +188,7 @@ def format_status(status: OutboxStatus) -> str:
             "bytes",
             f"{_size(status.total_bytes)} of {_size(status.max_bytes)} (file {_size(status.file_bytes)})",
         ),
-        ("oldest entry", f"{_age(status.oldest_age_s)} (max age {_age(status.max_age_s)})"),
+        ("oldest pending", f"{_age(status.oldest_age_s)} (max age {_age(status.max_age_s)})"),
         ("queued (all time)", str(status.queued_total)),
         ("replayed (all time)", str(status.replayed_total)),
         ("parked (all time)", str(status.parked_total)),

@@ -119,8 +119,10 @@ async def test_a_parked_entry_is_set_aside_and_does_not_block_its_user(outbox: O
     [s2] = await outbox.claim(10, lease_s=30)
     assert s2.session_id == "s2"
     assert await outbox.pending_for("prod", "u") == [s2]
+    await outbox.ack([s2.id])
     status = await outbox.status()
-    assert (status.pending, status.parked, status.parked_total, status.leased) == (1, 1, 1, 1)
+    assert (status.pending, status.parked, status.parked_total, status.leased) == (0, 1, 1, 0)
+    assert status.oldest_age_s is None  # a parked entry is not waiting for replay
 
 
 async def test_a_lapsed_lease_lets_another_claimer_take_the_entry(tmp_path: Path, clock: Clock) -> None:
