@@ -12,7 +12,7 @@ This only matters while the primary is down: a healthy session end never
 touches the outbox.
 
 Run from the repository root: ``python -m benchmarks.outbox_put``
-(flags: --puts, --rounds, --dir).
+(flags: --puts, --rounds, --dir, --prefill).
 """
 
 from __future__ import annotations
@@ -60,19 +60,20 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--puts", type=int, default=200, help="puts per mode per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None, help="where the outbox files go")
+    parser.add_argument("--prefill", type=int, default=0, help="entries already queued before timing")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         boxes = {mode: Outbox(Path(tmp) / f"{mode}.db", synchronous=mode) for mode in MODES}
         for box in boxes.values():
             await box.open()
-            await _round(box, -10, 10)  # warm-up
+            await _round(box, -10 - args.prefill, 10 + args.prefill)  # warm-up, and the prefill
         timings: dict[str, list[float]] = {mode: [] for mode in MODES}
         for r in range(args.rounds):
             for mode in MODES if r % 2 == 0 else MODES[::-1]:
                 timings[mode] += await _round(boxes[mode], r * args.puts, args.puts)
         for box in boxes.values():
             await box.aclose()
-        print(f"outbox put latency, ms ({tmp})")
+        print(f"outbox put latency, ms ({tmp}; {args.prefill} entries queued before timing)")
         print(f"{'mode':<7} {'puts':>6} {'median':>9} {'p90':>9} {'p99':>9} {'mean':>9}")
         for mode in MODES:
             print(_row(mode, timings[mode]))

@@ -33,28 +33,32 @@ SCHEMA_VERSION: Final = 1
 WAL_SIZE_LIMIT: Final = 8 * 1024 * 1024
 MAX_TEXT: Final = 1000  # an error or park reason is kept to this many characters
 
+# Small columns first and the blobs last: a row whose snapshot spills to overflow pages is
+# filtered and counted without reading them. The indexes cover every scan (claim, bounds,
+# status), so no scan reads a snapshot.
 _SCHEMA: Final = """
 CREATE TABLE entries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     product_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     session_id TEXT NOT NULL,
-    snapshot BLOB NOT NULL,
-    summary TEXT,
     size INTEGER NOT NULL,
     queued_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'parked')),
+    claimed_by TEXT,
+    lease_until REAL,
     traceparent TEXT,
     tracestate TEXT,
     last_error TEXT,
     park_reason TEXT,
-    claimed_by TEXT,
-    lease_until REAL,
+    summary TEXT,
+    snapshot BLOB NOT NULL,
     UNIQUE (product_id, user_id, session_id)
 );
 CREATE INDEX entries_by_user ON entries (product_id, user_id, state, id);
-CREATE INDEX entries_by_age ON entries (queued_at);
+CREATE INDEX entries_by_age ON entries (queued_at, state, size);
+CREATE INDEX entries_leased ON entries (lease_until, product_id, user_id) WHERE lease_until IS NOT NULL;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
 

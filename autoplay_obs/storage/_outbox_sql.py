@@ -18,6 +18,7 @@ Decisions:
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Sequence
 from typing import Final
@@ -50,17 +51,12 @@ _COLUMNS: Final = (
     "id, product_id, user_id, session_id, snapshot, summary, queued_at, attempts, state,"
     " traceparent, tracestate, last_error, park_reason, claimed_by, lease_until"
 )
-# A user's oldest pending entry, unless one of the user's entries is leased (being replayed, or
-# released with a retry delay).
-_CLAIMABLE: Final = f"""
-SELECT {_COLUMNS} FROM entries AS e
-WHERE e.state = 'pending'
-  AND e.id = (SELECT MIN(x.id) FROM entries AS x
-              WHERE x.product_id = e.product_id AND x.user_id = e.user_id AND x.state = 'pending')
-  AND NOT EXISTS (SELECT 1 FROM entries AS y
-                  WHERE y.product_id = e.product_id AND y.user_id = e.user_id AND y.lease_until > :now)
-ORDER BY e.id LIMIT :limit
-"""
+# Each user's oldest pending entry, and the users with an entry leased (being replayed, or
+# released with a retry delay): both from an index alone.
+_HEADS: Final = (
+    "SELECT product_id, user_id, min(id) FROM entries WHERE state = 'pending' GROUP BY product_id, user_id"
+)
+_BUSY: Final = "SELECT product_id, user_id FROM entries WHERE lease_until > ?"
 # Not leased by another claimer right now: ours, free, or with a lapsed lease.
 _NOT_HELD: Final = "(claimed_by IS NULL OR claimed_by = :owner OR lease_until <= :now)"
 
@@ -169,14 +165,19 @@ def claim(
     """Lease up to ``limit`` entries (one per user, oldest first); also expire, returning that count."""
     with write(conn):
         expired = _expire(conn, now, limits)
-        rows = conn.execute(_CLAIMABLE, {"now": now, "limit": limit}).fetchall()
-        until = now + lease_s
-        conn.executemany(
-            "UPDATE entries SET claimed_by = ?, lease_until = ? WHERE id = ?",
-            [(owner, until, r[0]) for r in rows],
+        busy = set(conn.execute(_BUSY, (now,)).fetchall())
+        ids = heapq.nsmallest(
+            limit, (head for *user, head in conn.execute(_HEADS) if tuple(user) not in busy)
         )
-    entries = [_entry((*row[:13], owner, until)) for row in rows]
-    return entries, expired
+        until = now + lease_s
+        marks = ",".join("?" * len(ids))
+        conn.execute(
+            f"UPDATE entries SET claimed_by = ?, lease_until = ? WHERE id IN ({marks})", (owner, until, *ids)
+        )
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks}) ORDER BY id", ids
+        ).fetchall()
+    return [_entry(row) for row in rows], expired
 
 
 def ack(conn: sqlite3.Connection, entry_ids: Sequence[int]) -> int:
@@ -237,24 +238,29 @@ def status(conn: sqlite3.Connection, now: float, path: str, limits: Limits, sync
     """Every figure ``Outbox.status`` reports, read in one snapshot of the file."""
     conn.execute("BEGIN")
     try:
-        pending, parked, leased, total, oldest = conn.execute(
-            "SELECT coalesce(sum(state = 'pending'), 0), coalesce(sum(state = 'parked'), 0),"
-            " coalesce(sum(claimed_by IS NOT NULL AND lease_until > ?), 0), coalesce(sum(size), 0),"
-            " min(CASE WHEN state = 'pending' THEN queued_at END) FROM entries",
-            (now,),
-        ).fetchone()
+        by_state = {
+            state: (count, size, oldest)
+            for state, count, size, oldest in conn.execute(
+                "SELECT state, count(*), sum(size), min(queued_at) FROM entries GROUP BY state"
+            )
+        }
+        leased = conn.execute(
+            "SELECT count(*) FROM entries WHERE lease_until > ? AND claimed_by IS NOT NULL", (now,)
+        ).fetchone()[0]
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
         pages = (
             conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
         )
     finally:
         conn.execute("COMMIT")
+    pending, pending_bytes, oldest = by_state.get("pending", (0, 0, None))
+    parked, parked_bytes, _ = by_state.get("parked", (0, 0, None))
     return OutboxStatus(
         path=path,
         pending=int(pending),
         parked=int(parked),
         leased=int(leased),
-        total_bytes=int(total),
+        total_bytes=int(pending_bytes) + int(parked_bytes),
         file_bytes=int(pages),
         oldest_age_s=None if oldest is None else max(0.0, now - float(oldest)),
         queued_total=int(counters.get("queued", 0)),
