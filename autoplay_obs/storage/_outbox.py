@@ -277,6 +277,12 @@ class Outbox:
                 self.path, timeout_s=self.timeout_s, synchronous=self.synchronous, create=self._create
             )
             conn.set_progress_handler(lambda: int(time.monotonic() > conn.deadline), _PROGRESS_EVERY)
+            try:
+                if self._create:  # a writer: a status read elsewhere reports the bounds it enforces
+                    sql.record_settings(conn, self._limits, self.synchronous)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 

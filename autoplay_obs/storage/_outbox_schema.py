@@ -60,6 +60,7 @@ CREATE INDEX entries_by_user ON entries (product_id, user_id, state, id);
 CREATE INDEX entries_by_age ON entries (queued_at, state, size);
 CREATE INDEX entries_leased ON entries (lease_until, product_id, user_id) WHERE lease_until IS NOT NULL;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
 
 

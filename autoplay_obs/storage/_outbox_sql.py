@@ -43,6 +43,7 @@ __all__ = [
     "pending_for",
     "purge_user",
     "put",
+    "record_settings",
     "release",
     "status",
 ]
@@ -78,6 +79,21 @@ def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
             "INSERT INTO counters (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             (name, by),
+        )
+
+
+def record_settings(conn: sqlite3.Connection, limits: Limits, synchronous: str) -> None:
+    """Note the bounds this writer enforces, so a status read elsewhere reports them."""
+    with write(conn):
+        conn.executemany(
+            "INSERT INTO settings (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [
+                ("max_entries", limits.max_entries),
+                ("max_bytes", limits.max_bytes),
+                ("max_age_s", limits.max_age_s),
+                ("synchronous", synchronous),
+            ],
         )
 
 
@@ -235,7 +251,8 @@ def pending_for(conn: sqlite3.Connection, product_id: str, user_id: str) -> list
 
 
 def status(conn: sqlite3.Connection, now: float, path: str, limits: Limits, synchronous: str) -> OutboxStatus:
-    """Every figure ``Outbox.status`` reports, read in one snapshot of the file."""
+    """Every figure ``Outbox.status`` reports, read in one snapshot of the file; the bounds are
+    those the last writer to open the file recorded (processes may differ), else ours."""
     conn.execute("BEGIN")
     try:
         by_state = {
@@ -248,6 +265,7 @@ def status(conn: sqlite3.Connection, now: float, path: str, limits: Limits, sync
             "SELECT count(*) FROM entries WHERE lease_until > ? AND claimed_by IS NOT NULL", (now,)
         ).fetchone()[0]
         counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        settings = dict(conn.execute("SELECT name, value FROM settings").fetchall())
         pages = (
             conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
         )
@@ -267,8 +285,8 @@ def status(conn: sqlite3.Connection, now: float, path: str, limits: Limits, sync
         replayed_total=int(counters.get("replayed", 0)),
         parked_total=int(counters.get("parked", 0)),
         dropped_total={reason: int(counters.get(f"dropped:{reason}", 0)) for reason in DROP_REASONS},
-        max_entries=limits.max_entries,
-        max_bytes=limits.max_bytes,
-        max_age_s=limits.max_age_s,
-        synchronous=synchronous,
+        max_entries=int(settings.get("max_entries", limits.max_entries)),
+        max_bytes=int(settings.get("max_bytes", limits.max_bytes)),
+        max_age_s=float(settings.get("max_age_s", limits.max_age_s)),
+        synchronous=str(settings.get("synchronous", synchronous)),
     )

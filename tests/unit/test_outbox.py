@@ -299,3 +299,17 @@ async def test_the_files_are_readable_by_their_owner_only(outbox: Outbox) -> Non
     files = sorted(Path(outbox.path).parent.iterdir())
     assert [f.name for f in files] == ["outbox.db", "outbox.db-shm", "outbox.db-wal"]
     assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
+
+
+async def test_a_status_read_elsewhere_reports_the_writers_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    async with Outbox(path, max_entries=50, max_bytes=4096, max_age_s=600, synchronous="NORMAL") as writer:
+        await writer.put(item("u", "s1"))
+    async with Outbox(path, create=False) as reader:
+        status = await reader.status()
+    assert (status.max_entries, status.max_bytes, status.max_age_s, status.synchronous) == (
+        50,
+        4096,
+        600,
+        "NORMAL",
+    )
