@@ -7,24 +7,29 @@ Decisions:
   share the file (SQLite's locks; not on a network file system). ``put``
   returns only after its transaction committed.
 - What "committed" survives is the ``synchronous`` setting, in WAL mode:
-  ``FULL`` (default) fsyncs the WAL at every commit, so an acknowledged put
-  survives a process crash *and* an OS crash or power loss. ``NORMAL`` fsyncs
-  only at checkpoints: an acknowledged put survives the process being killed
-  (the WAL is in the OS page cache), but the last puts before a power loss or
-  kernel panic may be rolled back -- never corrupting the file.
-- Each outbox owns one worker thread (its own executor, not the loop's
-  default pool, which the host may saturate) holding the one connection, so
-  calls on it are serialised without a lock and the event loop never blocks
-  on the disk. Every call is bounded by ``timeout_s`` twice: the caller stops
-  waiting then, and in the thread SQLite's busy timeout and a progress
-  handler stop the statement at the same deadline. A put that timed out after
-  its commit began may still land: replay is idempotent, so that is safe.
+  ``FULL`` (default) fsyncs the WAL before every commit returns, so an
+  acknowledged put survives a process crash *and* an OS crash or power loss
+  (as far as the disk honours fsync). ``NORMAL`` fsyncs only at checkpoints:
+  an acknowledged put survives the process being killed (the WAL is in the
+  OS page cache), but the last puts before a power loss or kernel panic may
+  be rolled back -- the file stays consistent either way. ``EXTRA`` also
+  syncs the directory; rarely worth it.
+- Each outbox owns one worker thread (its own executor rather than
+  ``asyncio.to_thread``'s default pool, which the host may saturate) holding
+  the one connection, so calls are serialised without a lock and the event
+  loop never waits on the disk. Every call is bounded by ``timeout_s``
+  twice: the caller stops waiting then, and in the thread the busy timeout,
+  a progress handler and a check before COMMIT roll the call back at the
+  same deadline. Only a put whose deadline passed during its own commit (or
+  whose caller was cancelled) can land unreported: replay is idempotent.
 - A claim is a lease (claimer id, deadline), so processes sharing the file
   never replay one entry at once, and a dead claimer's entries come back when
   its lease lapses. ``release``/``park`` leave alone an entry another claimer
   holds; ``ack`` always deletes (a replayed entry is done, whoever acks it).
 - Every sqlite3 or OS error is mapped here, once, to ``OutboxError``; a file
   that is not a readable outbox is reported, never deleted or rewritten.
+- Bounds are each process's own, enforced at its puts; the last writer to
+  open the file records its bounds there for a status read elsewhere.
 - After ``os.fork`` the child opens its own connection and thread (SQLite
   connections must not cross a fork); the inherited ones are left unclosed.
 """
