@@ -13,9 +13,13 @@ catches ``AutoplayError`` and nothing else::
     ├── DocumentError             a stored document cannot be used as it is
     │   ├── UnreadableDocumentError  not JSON, not an object, or a required field is unusable
     │   └── UnsupportedVersionError  ``_v`` is a version this code does not know
-    └── StorageError              the primary store could not do what was asked
-        ├── StorageUnavailableError  connection refused, timed out, or the server errored
-        └── ConflictError            compare-and-set kept losing to concurrent writers
+    ├── StorageError              the primary store could not do what was asked
+    │   ├── StorageUnavailableError  connection refused, timed out, or the server errored
+    │   └── ConflictError            compare-and-set kept losing to concurrent writers
+    └── OutboxError               the local outbox could not keep or hand back a session end
+        ├── OutboxCorruptError       the file is not an outbox this code can read (left untouched)
+        ├── OutboxTimeoutError       locked by another process, or slower than its timeout
+        └── OutboxWriteError         cannot write: read-only, disk full, I/O error, entry too large
 
 Lifecycle calls (``on_session_start`` / ``on_session_end``) never raise
 ``DocumentError`` or ``StorageError`` into the host: they degrade, report it
@@ -33,6 +37,10 @@ __all__ = [
     "InvalidIdError",
     "InvalidValueError",
     "MissingDependencyError",
+    "OutboxCorruptError",
+    "OutboxError",
+    "OutboxTimeoutError",
+    "OutboxWriteError",
     "StorageError",
     "StorageUnavailableError",
     "UnreadableDocumentError",
@@ -94,3 +102,19 @@ class StorageUnavailableError(StorageError):
 
 class ConflictError(StorageError):
     """A compare-and-set lost to concurrent writers more times than allowed."""
+
+
+class OutboxError(AutoplayError):
+    """The local outbox failed; the session end falls back to today's not-persisted result."""
+
+
+class OutboxCorruptError(OutboxError):
+    """The outbox file is not one this code can read; it is never deleted or rewritten."""
+
+
+class OutboxTimeoutError(OutboxError):
+    """The outbox stayed locked, or an operation ran past its timeout (a put may still land)."""
+
+
+class OutboxWriteError(OutboxError):
+    """The outbox cannot be written: read-only place, disk full, I/O error, or an entry too large."""
