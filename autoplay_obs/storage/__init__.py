@@ -17,6 +17,9 @@ from autoplay_obs.storage._lifecycle import (
     start_session,
 )
 from autoplay_obs.storage._manager import StorageManager
+from autoplay_obs.storage._outbox import Outbox
+from autoplay_obs.storage._outbox_types import OutboxStatus
+from autoplay_obs.storage._replay import FlushResult
 from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored
 from autoplay_obs.storage._results import (
     AdapterCall,
@@ -32,7 +35,10 @@ __all__ = [
     "AdapterCall",
     "AtomicStore",
     "AutoplayStorageAdapter",
+    "FlushResult",
     "InMemoryStorageAdapter",
+    "Outbox",
+    "OutboxStatus",
     "Outcome",
     "RedisStorageAdapter",
     "SessionEndResult",
