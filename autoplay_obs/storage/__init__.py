@@ -19,8 +19,8 @@ from autoplay_obs.storage._lifecycle import (
 from autoplay_obs.storage._manager import StorageManager
 from autoplay_obs.storage._outbox import Outbox
 from autoplay_obs.storage._outbox_types import OutboxStatus
-from autoplay_obs.storage._replay import FlushResult
 from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored
+from autoplay_obs.storage._replay import FlushResult
 from autoplay_obs.storage._results import (
     AdapterCall,
     Outcome,

@@ -31,7 +31,7 @@ from autoplay_obs.storage._state_writer import Current
 from autoplay_obs.storage._summary import Summarizer
 from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import SessionSnapshot, UserAdoptionState
-from autoplay_obs.user_adoption_state._models import plain_json
+from autoplay_obs.user_adoption_state._json_values import plain_json
 
 __all__ = [
     "Summarizer",

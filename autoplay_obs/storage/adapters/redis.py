@@ -155,7 +155,11 @@ class RedisStorageAdapter(DictView):
 
     async def _do(self, command: Any) -> Any:
         """Await one redis-py call, its errors mapped to ours."""
-        self._loop.check()
+        try:
+            self._loop.check()
+        except ConfigurationError:
+            command.close()  # never sent: not left behind as an unawaited coroutine
+            raise
         try:
             return await command
         except self._errors as exc:
