@@ -111,9 +111,13 @@ class SessionEnd:
             and not _undecided_for(current, snapshot)
         ):
             first = await self._merge(current, summary, None, None, bundle=True)
-            if first.persisted is False or not first.duplicate or first.snapshot_created is None:
+            if first.persisted is False or not first.duplicate:  # merged, or the round trip failed
                 return first
-            created, conflicts = first.snapshot_created, first.conflicts  # lost the first try, or counted
+            if first.error is not None:  # nothing merged, and the snapshot write failed
+                return await self._failed(current, first.error, None, summary)
+            # The first compare-and-set lost, or the session was already counted: go on as
+            # usual, now that the snapshot write's answer is known.
+            created, conflicts = first.snapshot_created, first.conflicts
             current, error = await _attempt(manager.read_state(self.product_id, self.user_id))
         else:
             created, freeze_error = await _attempt(
