@@ -1,0 +1,181 @@
+"""A real 3-primary + 3-replica Redis Cluster for the tests in this directory.
+
+Decisions:
+- One cluster per test session (``redis_cluster``), started from the
+  ``redis-server`` and ``redis-cli`` on PATH by ``benchmarks/_cluster.py`` (the
+  benchmark uses the same starter). A missing binary skips locally and fails
+  when ``AUTOPLAY_REQUIRE_SERVERS=1``, as ``find_server_binary`` does for the
+  standalone server; every test here is marked ``redis_server`` automatically,
+  so CI's skip enforcement covers them.
+- The function-scoped ``cluster`` fixture first repairs what an earlier test
+  broke (resumes stalled nodes, restarts killed ones, which rejoin as
+  replicas, waits until healthy), then flushes every primary. Tests that move
+  slots put them back themselves, so every test starts on three balanced
+  primaries.
+- ``backend`` gives the contract and lifecycle suites (``tests/unit``) a
+  cluster-backed ``RedisStorageAdapter``, so their cases run here unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import key_slot
+
+from autoplay_obs.storage import RedisStorageAdapter
+from benchmarks._cluster import LocalCluster, NodeInfo
+from tests.conftest import find_server_binary
+
+HERE = Path(__file__).resolve().parent
+HEALTHY_TIMEOUT_S = 30.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this directory needs the real cluster: mark it for CI's skip check."""
+    for item in items:
+        if HERE in Path(item.path).parents and item.get_closest_marker("redis_server") is None:
+            item.add_marker(pytest.mark.redis_server)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """The session's cluster; torn down (processes killed, dirs removed) whatever happens."""
+    server = find_server_binary("redis-server", env_var="AUTOPLAY_REDIS_SERVER")
+    cli = find_server_binary("redis-cli", env_var="AUTOPLAY_REDIS_CLI")
+    local = LocalCluster(server, cli, node_timeout_ms=1000)
+    try:
+        try:
+            local.create()
+        except (RuntimeError, redis.RedisError, OSError) as exc:
+            pytest.fail(f"could not start the Redis Cluster: {exc}", pytrace=False)
+        yield local
+    finally:
+        local.close()
+        shutil.rmtree(local.root, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    """Test-side control of the running cluster: clients, adapters, faults and slot moves."""
+
+    local: LocalCluster
+    _clients: list[RedisCluster] = field(default_factory=list)
+    _adapters: list[RedisStorageAdapter] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.local.startup_port}/0"
+
+    def client(self, **overrides: Any) -> RedisCluster:
+        """A fresh cluster client (closed at teardown). Short timeouts: a dead node must not stall."""
+        options: dict[str, Any] = {
+            "socket_timeout": 2.0,
+            "socket_connect_timeout": 1.0,
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+        }
+        options.update(overrides)
+        client = RedisCluster(host="127.0.0.1", port=self.local.startup_port, **options)
+        self._clients.append(client)
+        return client
+
+    def adapter(self, **options: Any) -> RedisStorageAdapter:
+        """Our adapter on its own cluster client, as another process would have it."""
+        adapter = RedisStorageAdapter(client=self.client(), **options)
+        self._adapters.append(adapter)
+        return adapter
+
+    def primary_for(self, key: str) -> NodeInfo:
+        port = self.local.slot_owners()[key_slot(key.encode())]
+        return next(n for n in self.local.primaries() if n.port == port)
+
+    async def keys(self) -> list[bytes]:
+        """Every key on every primary (KEYS is fine: tests hold a handful)."""
+        found: list[bytes] = []
+        for primary in self.local.primaries():
+            client = redis.asyncio.Redis(host="127.0.0.1", port=primary.port)
+            try:
+                found.extend(await client.keys("*"))
+            finally:
+                await client.aclose()
+        return sorted(found)
+
+    async def reshard(self, source: NodeInfo, target: NodeInfo, slots: int) -> None:
+        """``redis-cli --cluster reshard``: move ``slots`` of the source's lowest slots, keys and all."""
+        proc = await asyncio.create_subprocess_exec(
+            self.local.cli_binary, "--cluster", "reshard", f"127.0.0.1:{source.port}",
+            "--cluster-from", source.node_id, "--cluster-to", target.node_id,
+            "--cluster-slots", str(slots), "--cluster-yes",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        if proc.returncode != 0 or b"[ERR]" in out:
+            raise RuntimeError(
+                f"redis-cli --cluster reshard failed ({proc.returncode}):\n{out.decode()[-3000:]}"
+            )
+
+    async def wait_until_primary(self, port: int, timeout: float = 15.0) -> bool:
+        """Whether the node on ``port`` serves slots as a primary within ``timeout`` (the loop runs on)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            with contextlib.suppress(redis.RedisError, StopIteration):
+                if any(n.port == port for n in self.local.primaries()):
+                    return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def repair(self) -> None:
+        """Resume stalled nodes, restart killed ones, wait until all is well again."""
+        for node in self.local.nodes:
+            if node.stopped:
+                node.cont()
+        for node in self.local.nodes:
+            if not node.alive:
+                node.start()
+        self.local.wait_healthy(HEALTHY_TIMEOUT_S)
+
+    async def aclose(self) -> None:
+        for adapter in self._adapters:
+            await adapter.aclose()
+        for client in self._clients:
+            await client.aclose()
+
+
+@pytest.fixture
+async def cluster(redis_cluster: LocalCluster) -> AsyncIterator[Cluster]:
+    """The healthy, empty cluster; clients and adapters made through it are closed afterwards."""
+    control = Cluster(redis_cluster)
+    control.repair()
+    redis_cluster.flush_primaries()
+    try:
+        yield control
+    finally:
+        await control.aclose()
+
+
+@dataclass
+class ClusterBackend:
+    """The ``Backend`` shape the contract and lifecycle suites expect, on the cluster."""
+
+    kind: str
+    adapter: RedisStorageAdapter
+    _open: Callable[[], RedisStorageAdapter]
+
+    def open(self) -> RedisStorageAdapter:
+        return self._open()
+
+
+@pytest.fixture
+def backend(cluster: Cluster) -> ClusterBackend:
+    return ClusterBackend("cluster", cluster.adapter(), cluster.adapter)
