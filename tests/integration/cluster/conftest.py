@@ -85,7 +85,8 @@ class Cluster:
             "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
         }
         options.update(overrides)
-        client = RedisCluster(host="127.0.0.1", port=self.local.startup_port, **options)
+        client_class: type[RedisCluster] = options.pop("client_class", RedisCluster)
+        client = client_class(host="127.0.0.1", port=self.local.startup_port, **options)
         self._clients.append(client)
         return client
 
@@ -179,3 +180,24 @@ class ClusterBackend:
 @pytest.fixture
 def backend(cluster: Cluster) -> ClusterBackend:
     return ClusterBackend("cluster", cluster.adapter(), cluster.adapter)
+
+
+@pytest.fixture
+def adapter(cluster: Cluster) -> RedisStorageAdapter:
+    """For the adopted real-server suites: our adapter, here on the cluster."""
+    return cluster.adapter()
+
+
+class WholeClusterClient(RedisCluster):
+    """A cluster client whose ``KEYS`` asks every primary (redis-py's default asks one node),
+    so the adopted suites' "exactly these keys are stored" checks see the whole keyspace."""
+
+    async def keys(self, pattern: Any = "*", **kwargs: Any) -> Any:
+        kwargs.setdefault("target_nodes", RedisCluster.PRIMARIES)
+        return await super().keys(pattern, **kwargs)
+
+
+@pytest.fixture
+def raw(cluster: Cluster) -> RedisCluster:
+    """For the adopted real-server suites: a client for the stored bytes, here on the cluster."""
+    return cluster.client(client_class=WholeClusterClient)
