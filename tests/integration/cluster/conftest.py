@@ -112,7 +112,12 @@ class Cluster:
         return sorted(found)
 
     async def reshard(self, source: NodeInfo, target: NodeInfo, slots: int) -> None:
-        """``redis-cli --cluster reshard``: move ``slots`` of the source's lowest slots, keys and all."""
+        """``redis-cli --cluster reshard``: move ``slots`` of the source's lowest slots, keys and all.
+
+        It refuses to start until every node agrees on the slot map, and the map is
+        spread by gossip, so it waits for that first and after the move.
+        """
+        await asyncio.to_thread(self.local.wait_healthy, HEALTHY_TIMEOUT_S)
         proc = await asyncio.create_subprocess_exec(
             self.local.cli_binary, "--cluster", "reshard", f"127.0.0.1:{source.port}",
             "--cluster-from", source.node_id, "--cluster-to", target.node_id,
