@@ -33,7 +33,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["ALL_SLOTS", "ClusterNode", "LocalCluster", "NodeInfo", "local_cluster"]
+__all__ = ["ALL_SLOTS", "ClusterNode", "LocalCluster", "NodeInfo", "local_cluster", "slot_map"]
 
 ALL_SLOTS = 16384
 
@@ -203,7 +203,7 @@ class LocalCluster:
         """Slot -> port of the primary serving it, from ``CLUSTER SLOTS``."""
         with self.node(self.startup_port).client() as client:
             ranges = client.execute_command("CLUSTER", "SLOTS")
-        return _owners(ranges)
+        return slot_map(ranges)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until every live node serves all slots, agrees on their owners and replicas are linked."""
@@ -229,7 +229,7 @@ class LocalCluster:
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 if "cluster_state:ok" not in text or f"cluster_slots_ok:{ALL_SLOTS}" not in text:
                     return f"node {node.port}: {text.splitlines()[:3]}"
-                views.append(_owners(client.execute_command("CLUSTER", "SLOTS")))
+                views.append(slot_map(client.execute_command("CLUSTER", "SLOTS")))
                 replication = client.info("replication")
                 if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
                     return f"replica {node.port} is not linked to its primary"
@@ -274,7 +274,8 @@ def _parse_node_line(line: str) -> NodeInfo:
     )
 
 
-def _owners(ranges: list[list[object]]) -> dict[int, int]:
+def slot_map(ranges: list[list[object]]) -> dict[int, int]:
+    """Slot -> port of its primary, from a ``CLUSTER SLOTS`` reply."""
     owners: dict[int, int] = {}
     for entry in ranges:
         first, last, primary = int(str(entry[0])), int(str(entry[1])), entry[2]

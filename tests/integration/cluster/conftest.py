@@ -34,7 +34,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import key_slot
 
 from autoplay_obs.storage import RedisStorageAdapter
-from benchmarks._cluster import LocalCluster, NodeInfo
+from benchmarks._cluster import LocalCluster, NodeInfo, slot_map
 from tests.conftest import find_server_binary
 
 HERE = Path(__file__).resolve().parent
@@ -130,6 +130,29 @@ class Cluster:
                 f"redis-cli --cluster reshard failed ({proc.returncode}):\n{out.decode()[-3000:]}"
             )
 
+    async def wait_for_owners(self, expected: dict[int, int], timeout: float = 15.0) -> bool:
+        """Whether every live node reports exactly these slot owners within ``timeout``.
+
+        Seen after a reshard: for a moment the nodes can agree on the old owner of
+        the last slots moved; polling for the expected map is what is reliable.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if all(view == expected for view in await asyncio.to_thread(self._views)):
+                    return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def _views(self) -> list[dict[int, int]]:
+        views = []
+        for node in self.local.nodes:
+            if node.alive and not node.stopped:
+                with node.client() as client:
+                    views.append(slot_map(client.execute_command("CLUSTER", "SLOTS")))
+        return views
+
     async def wait_until_primary(self, port: int, timeout: float = 15.0) -> bool:
         """Whether the node on ``port`` serves slots as a primary within ``timeout`` (the loop runs on)."""
         loop = asyncio.get_running_loop()
@@ -140,6 +163,38 @@ class Cluster:
                     return True
             await asyncio.sleep(0.1)
         return False
+
+    def pile_up_replication(self, primary: NodeInfo, at_least: int = 8 << 20) -> int:
+        """With the primary's replica stalled, write filler to the primary until at least
+        ``at_least`` bytes of replication stream wait in the primary's own output buffer.
+
+        What sits in the kernel's socket buffers still reaches the replica when it
+        resumes; what sits in the primary's buffer dies with the primary. Past this
+        point, every write the primary acknowledges is one its replica does not have.
+        Returns how many filler bytes it took.
+        """
+        owners = self.local.slot_owners()
+        keys = (f"filler-{i}" for i in range(100_000))
+        mine = (k for k in keys if owners[key_slot(k.encode())] == primary.port)
+        chunk, written = b"x" * (4 << 20), 0
+        with self.local.node(primary.port).client() as client:
+            while written < 64 << 20:
+                client.set(next(mine), chunk)
+                written += len(chunk)
+                raw = client.execute_command("CLIENT", "LIST", "TYPE", "replica")
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                pending = [int(f[5:]) for f in text.split() if f.startswith("omem=")]
+                if pending and min(pending) >= at_least:
+                    return written
+        raise RuntimeError(f"replication to {primary.port}'s replica did not back up: is it stalled?")
+
+    async def takeover(self, replica_port: int) -> None:
+        """``CLUSTER FAILOVER TAKEOVER``: the replica takes its primary's slots without a vote."""
+        client = redis.asyncio.Redis(host="127.0.0.1", port=replica_port)
+        try:
+            await client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+        finally:
+            await client.aclose()
 
     def repair(self) -> None:
         """Resume stalled nodes, restart killed ones, wait until all is well again."""
