@@ -13,7 +13,8 @@ concurrently on one event loop. Per target it reports:
   run. Summed over the primaries it is what one pair costs the cluster, and
   the figure ``docs/scaling.md`` sizes shards from; replicas are shown apart
   (they apply the replication stream, on their own cores in production);
-- commands per pair from each node's command statistics;
+- commands and network bytes (client and replication traffic) per pair from
+  each node's command statistics and ``INFO stats``;
 - memory per user: ``MEMORY USAGE`` of the state and of the snapshots.
 
 Both servers are started here (``_redis.local_redis``, ``_cluster.local_cluster``),
@@ -58,9 +59,22 @@ class Node:
 
 @dataclass(frozen=True)
 class NodeCost:
+    """What a node spent: CPU seconds, commands run, bytes in and out (replication included)."""
+
     node: Node
     cpu_s: float
     commands: int
+    net_in: int = 0
+    net_out: int = 0
+
+    def __sub__(self, earlier: NodeCost) -> NodeCost:
+        return NodeCost(
+            self.node,
+            self.cpu_s - earlier.cpu_s,
+            self.commands,  # counted since the reset before the timed loop
+            self.net_in - earlier.net_in,
+            self.net_out - earlier.net_out,
+        )
 
 
 @dataclass(frozen=True)
@@ -123,18 +137,23 @@ class Target:
         before = self.node_stats()
         time.sleep(seconds)
         after = self.node_stats()
-        return {port: (after[port][0] - before[port][0]) / seconds for port in before}
+        return {port: (after[port] - before[port]).cpu_s / seconds for port in before}
 
-    def node_stats(self) -> dict[int, tuple[float, int]]:
-        """Per node port: CPU seconds used so far, and commands counted since the last reset."""
-        stats: dict[int, tuple[float, int]] = {}
+    def node_stats(self) -> dict[int, NodeCost]:
+        """Per node port: CPU seconds and bytes so far, commands since the last reset."""
+        stats: dict[int, NodeCost] = {}
         for node in self.nodes:
             with redis.Redis(host="127.0.0.1", port=node.port) as client:
-                cpu = client.info("cpu")
+                cpu, net = client.info("cpu"), client.info("stats")
                 commands = client.info("commandstats")
             ours = {k: v for k, v in commands.items() if not k.startswith(("cmdstat_info", "cmdstat_config"))}
-            calls = sum(int(v["calls"]) for v in ours.values())
-            stats[node.port] = (float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), calls)
+            stats[node.port] = NodeCost(
+                node,
+                float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+                sum(int(v["calls"]) for v in ours.values()),
+                int(net["total_net_input_bytes"]) + int(net.get("total_net_repl_input_bytes", 0)),
+                int(net["total_net_output_bytes"]) + int(net.get("total_net_repl_output_bytes", 0)),
+            )
         return stats
 
     def reset_stats(self) -> None:
@@ -205,7 +224,7 @@ async def run_one(target: Target, users: int, pairs: int, warmup: int, data: Ben
     finally:
         await client.aclose()
     target.flush()
-    costs = [NodeCost(n, after[n.port][0] - before[n.port][0], after[n.port][1]) for n in target.nodes]
+    costs = [after[n.port] - before[n.port] for n in target.nodes]
     return Run(target.name, users, users * pairs, seconds, client_cpu, latencies, costs, memory, fresh)
 
 
@@ -224,12 +243,13 @@ def _print(runs: list[Run]) -> None:
             f"{r.per_pair_ms(r.primaries_cpu_s()):>21.3f} {commands / r.pairs:>9.2f}"
         )
     print()
-    print("per node (CPU and commands per pair of the whole run)")
+    print("per node (CPU, commands and bytes per pair of the whole run)")
     for r in runs:
         for c in sorted(r.nodes, key=lambda c: (c.node.role, c.node.port)):
             print(
                 f"  {r.target:<11} users={r.users:<3} {c.node.role:<8} :{c.node.port:<5} "
-                f"CPU {r.per_pair_ms(c.cpu_s):.3f} ms/pair  cmds {c.commands / r.pairs:.2f}/pair"
+                f"CPU {r.per_pair_ms(c.cpu_s):.3f} ms/pair  cmds {c.commands / r.pairs:.2f}/pair  "
+                f"in {c.net_in / r.pairs / 1024:.1f} KiB/pair  out {c.net_out / r.pairs / 1024:.1f} KiB/pair"
             )
     print()
     print(f"memory (MEMORY USAGE, mean of {MEMORY_SAMPLE} users): state + one snapshot")
