@@ -151,8 +151,8 @@ class Target:
                 node,
                 float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
                 sum(int(v["calls"]) for v in ours.values()),
-                int(net["total_net_input_bytes"]) + int(net.get("total_net_repl_input_bytes", 0)),
-                int(net["total_net_output_bytes"]) + int(net.get("total_net_repl_output_bytes", 0)),
+                int(net["total_net_input_bytes"]),  # replication included (Redis 7 counts it
+                int(net["total_net_output_bytes"]),  # again apart, as total_net_repl_*_bytes)
             )
         return stats
 
