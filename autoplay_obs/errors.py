@@ -7,6 +7,7 @@ catches ``AutoplayError`` and nothing else::
     AutoplayError
     ├── ConfigurationError        bad setup: no adapters, bad URL, bad option
     │   └── MissingDependencyError   an optional extra is not installed (also ImportError)
+    ├── CallTimeoutError          a blocking call (storage.sync) waited past its bound (also TimeoutError)
     ├── InvalidIdError            empty / over-long / non-str product, user or session id (also ValueError)
     ├── InvalidValueError         a mutation got a value it cannot store, e.g. NaN (also ValueError)
     ├── DocumentError             a stored document cannot be used as it is
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "AutoplayError",
+    "CallTimeoutError",
     "ConfigurationError",
     "ConflictError",
     "DocumentError",
@@ -52,6 +54,10 @@ class MissingDependencyError(ConfigurationError, ImportError):
     def __init__(self, feature: str, extra: str) -> None:
         super().__init__(f'{feature} needs the "{extra}" extra: pip install "autoplay-obs[{extra}]"')
         self.extra = extra
+
+
+class CallTimeoutError(AutoplayError, TimeoutError):
+    """A blocking call waited past its bound; the work was cancelled on the library's loop."""
 
 
 class InvalidIdError(AutoplayError, ValueError):

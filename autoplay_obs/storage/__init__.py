@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from autoplay_obs.storage._keys import session_key, user_state_key
 from autoplay_obs.storage._lifecycle import (
-    Summarizer,
     build_agent_context,
     end_session,
     init_user_state,
@@ -25,6 +24,7 @@ from autoplay_obs.storage._results import (
     SessionEndResult,
     SessionStartResult,
 )
+from autoplay_obs.storage._summary import Summarizer
 from autoplay_obs.storage.adapters.memory import InMemoryStorageAdapter
 from autoplay_obs.storage.adapters.redis import RedisStorageAdapter
 

@@ -23,6 +23,7 @@ class Outcome(str, Enum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     NOT_FOUND = "not_found"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +74,5 @@ class SessionEndResult(_Result):
     """Index entries dropped to keep the newest 50."""
     summary_error: str | None = None
     """The summarizer's error type when it raised or timed out (the session was still saved)."""
+    summary_truncated: int = 0
+    """Characters cut from the summary to keep it within the manager's ``max_summary_chars``."""
