@@ -46,6 +46,8 @@ class Ledger:
     failed_calls: int = 0
     calls: int = 0
     slowest_s: float = 0.0
+    duplicates: set[tuple[str, str]] = field(default_factory=set)
+    """(user, session) whose acknowledged end was a retry that found the session counted."""
     errors: dict[str, int] = field(default_factory=dict)
     """Each failed call's error, by its text (ids and ports stripped), with how often it came."""
 
@@ -98,6 +100,8 @@ class Load:
             end = await self._bounded(end_session(self.product, user, snapshot, storage))
             if end.persisted:
                 self.ledger.acknowledged.setdefault(user, []).append(session_id)
+                if end.duplicate:
+                    self.ledger.duplicates.add((user, session_id))
                 return end
             self._failed(deadline, f"end {user}/{session_id}: {end.error!r}", end.error)
             await asyncio.sleep(0.05)

@@ -91,8 +91,14 @@ class Cluster:
         return client
 
     def adapter(self, **options: Any) -> RedisStorageAdapter:
-        """Our adapter on its own cluster client, as another process would have it."""
-        adapter = RedisStorageAdapter(client=self.client(), **options)
+        """Our adapter with its own cluster client (``cluster=True``), as another process would have it."""
+        adapter = RedisStorageAdapter(redis_url=self.url, cluster=True, **options)
+        self._adapters.append(adapter)
+        return adapter
+
+    def adapter_on(self, client: RedisCluster, **options: Any) -> RedisStorageAdapter:
+        """Our adapter on a cluster client the host built (``client=``)."""
+        adapter = RedisStorageAdapter(client=client, **options)
         self._adapters.append(adapter)
         return adapter
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from redis.cluster import key_slot
 
+from autoplay_obs.errors import StorageUnavailableError
 from autoplay_obs.storage import StorageManager, end_session, session_key, start_session, user_state_key
 from autoplay_obs.user_adoption_state import SessionSnapshot
 from benchmarks._cluster import NodeInfo
@@ -64,14 +67,40 @@ async def _fail_over(cluster: Cluster, victim: NodeInfo, replica: NodeInfo) -> N
         assert await cluster.wait_until_primary(replica.port, timeout=10.0), "the replica was never promoted"
 
 
-async def test_failover_with_a_stalled_replica_loses_only_writes_to_the_dead_primary(
-    cluster: Cluster,
-) -> None:
+@dataclass
+class Outcome:
+    """What a failover run told the host, and what the settled cluster holds."""
+
+    load: Load
+    probe_acknowledged: bool
+    lost: dict[str, list[str]]
+    owners: dict[int, int]
+    victim: int
+    elsewhere: list[str]
+    reader: StorageManager
+
+    def lost_count(self) -> int:
+        return sum(map(len, self.lost.values()))
+
+    def report(self, setting: str) -> str:
+        ledger = self.load.ledger
+        retried = sum((u, s) in ledger.duplicates for u, ss in self.lost.items() for s in ss)
+        return (
+            f"\nfailover, {setting}: {self.lost_count()} acknowledged session(s) lost "
+            f"({retried} of them acknowledged as duplicates of an earlier end) of "
+            f"{sum(map(len, ledger.acknowledged.values()))}; probe acknowledged: {self.probe_acknowledged}; "
+            f"{ledger.calls} calls, {ledger.failed_calls} failed and retried, slowest "
+            f"{ledger.slowest_s:.2f}s; errors {ledger.errors}"
+        )
+
+
+async def _run(cluster: Cluster, **adapter_options: Any) -> Outcome:
+    """Load on 16 users; stall the victim's replica, pile up, probe, kill, promote; settle."""
     owners = cluster.local.slot_owners()
     victim = next(n for n in cluster.local.primaries() if n.port == owners[0])
     replica = cluster.local.replica_of(victim)
     on_victim, elsewhere, probe_user = _users(owners, victim.port)
-    storages = [StorageManager([cluster.adapter()]) for _ in range(4)]
+    storages = [StorageManager([cluster.adapter(**adapter_options)]) for _ in range(4)]
     load = Load(storages, P, on_victim + elsewhere, bound_s=BOUND_S, pause_s=0.05)
 
     running = load.start()
@@ -83,31 +112,92 @@ async def test_failover_with_a_stalled_replica_loses_only_writes_to_the_dead_pri
         await asyncio.sleep(0.5)  # acknowledged writes keep piling up behind the stalled replica
         await _fail_over(cluster, victim, replica)
         await asyncio.sleep(1.0)  # and the users carry on against the promoted replica
+        # The dead primary comes back, as an operator would bring it, and rejoins as the
+        # promoted one's replica: until then its shard has no replica to wait for.
+        await asyncio.to_thread(cluster.local.node(victim.port).start)
+        await asyncio.to_thread(cluster.local.wait_healthy, 30.0)
+        await asyncio.sleep(0.5)
         load.stop.set()
         await running
     finally:
         load.stop.set()
         await asyncio.gather(running, return_exceptions=True)
-
     reader = StorageManager([cluster.adapter()])
     lost = await load.lost(reader)
-    probe_doc = await reader.get_user_state(P, probe_user)
-    lost_count = sum(map(len, lost.values()))
-    print(
-        f"\nfailover without wait_replicas: {lost_count} acknowledged session(s) lost of "
-        f"{sum(map(len, load.ledger.acknowledged.values()))}, plus the probe; {load.ledger.calls} calls, "
-        f"{load.ledger.failed_calls} failed and retried, slowest {load.ledger.slowest_s:.2f}s; "
-        f"errors {load.ledger.errors}"
-    )
+    if probe_acknowledged and await reader.get_user_state(P, probe_user) is None:
+        lost[probe_user] = ["probe"]
+    return Outcome(load, probe_acknowledged, lost, owners, victim.port, elsewhere, reader)
+
+
+async def test_without_wait_replicas_only_writes_to_the_dead_primary_are_lost(cluster: Cluster) -> None:
+    outcome = await _run(cluster)
+    print(outcome.report("wait_replicas=0"))
     # Acknowledged, then lost with the primary: the window asynchronous replication leaves open.
-    assert probe_acknowledged is True
-    assert probe_doc is None
+    assert outcome.probe_acknowledged is True
+    assert outcome.lost.get(_probe_user(outcome)) == ["probe"]
     # Nothing else is lost: every missing session had its state or snapshot on the dead primary.
-    for user, sessions in lost.items():
+    for user, sessions in outcome.lost.items():
         for session_id in sessions:
-            homes = {owners[_slot(user_state_key(P, user))], owners[_slot(session_key(P, user, session_id))]}
-            assert victim.port in homes, (user, session_id)
-    for user in elsewhere:
-        if user not in lost:
-            doc = await reader.get_user_state(P, user)
-            assert doc is not None and doc["sessions"]["count"] == load.ledger.pairs(user)
+            homes = {
+                _owner(outcome, user_state_key(P, user)),
+                _owner(outcome, session_key(P, user, session_id)),
+            }
+            assert outcome.victim in homes, (user, session_id)
+    for user in outcome.elsewhere:
+        if user not in outcome.lost:
+            doc = await outcome.reader.get_user_state(P, user)
+            assert doc is not None and doc["sessions"]["count"] == outcome.load.ledger.pairs(user)
+
+
+async def test_with_wait_replicas_no_acknowledged_session_is_lost(cluster: Cluster) -> None:
+    outcome = await _run(cluster, wait_replicas=1, wait_timeout=0.5)
+    print(outcome.report("wait_replicas=1"))
+    # The stalled replica never confirmed the probe's writes: reported as not persisted.
+    assert outcome.probe_acknowledged is False
+    assert outcome.lost == {}
+    for user, sessions in outcome.load.ledger.acknowledged.items():
+        doc = await outcome.reader.get_user_state(P, user)
+        assert doc is not None and doc["sessions"]["count"] == len(sessions), user
+
+
+def _probe_user(outcome: Outcome) -> str:
+    return _users(outcome.owners, outcome.victim)[2]
+
+
+def _owner(outcome: Outcome, key: str) -> int:
+    return outcome.owners[_slot(key)]
+
+
+async def test_with_wait_replicas_a_write_the_stalled_replica_lacks_is_never_acknowledged(
+    cluster: Cluster,
+) -> None:
+    """WAIT counts the replicas holding the *connection's* last write. Sent on another pooled
+    connection than the write, it answers for an older write, at once: no failover needed."""
+    owners = cluster.local.slot_owners()
+    victim = next(n for n in cluster.local.primaries() if n.port == owners[0])
+    replica = cluster.local.replica_of(victim)
+    adapter = cluster.adapter(wait_replicas=1, wait_timeout=0.3)
+    keys = (f"w{i}" for i in range(100_000))
+    users = [u for u in keys if owners[_slot(user_state_key(P, u))] == victim.port][:32]
+    for user in users:  # connections to the victim that wrote and were replicated, as in any busy pool
+        assert await adapter.create_snapshot(P, user, "warm", b"{}")
+    assert all(await asyncio.gather(*(adapter.create_snapshot(P, u, "warm2", b"{}") for u in users)))
+
+    cluster.local.node(replica.port).stop()
+    try:
+        await asyncio.to_thread(cluster.pile_up_replication, victim)
+
+        async def acknowledged(user: str, product: str) -> bool:
+            try:
+                await adapter.swap_state(product, user, b'{"_v":1,"user_id":"' + user.encode() + b'"}', None)
+            except StorageUnavailableError:
+                return False
+            return True
+
+        rounds = [await asyncio.gather(*(acknowledged(u, f"{P}{r}") for u in users)) for r in range(3)]
+        sequential = [await acknowledged(u, f"{P}seq") for u in users[:10]]
+    finally:
+        cluster.local.node(replica.port).cont()
+    counts = [sum(r) for r in rounds] + [sum(sequential)]
+    print(f"\nwait_replicas=1, replica stalled: writes acknowledged per round {counts} (of 32, 32, 32, 10)")
+    assert counts == [0, 0, 0, 0]  # none of these writes reached the replica

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 
 from autoplay_obs.storage import StorageManager, end_session, session_key, start_session, user_state_key
-from autoplay_obs.user_adoption_state import SessionSnapshot, UserAdoptionState, encode
+from autoplay_obs.user_adoption_state import SessionSnapshot, UserAdoptionState, decode_session_snapshot
 from tests.integration.cluster.conftest import Cluster
 
 P, U = "prod_1", "u_1"
@@ -39,7 +39,8 @@ async def test_concurrent_ends_for_one_user_from_three_managers_all_count(
     assert [e["session_id"] for e in doc["sessions"]["index"]] == [f"s{i:02d}" for i in range(n)]
     raw = cluster.client()
     for snap in snapshots:
-        assert await raw.get(session_key(P, U, snap.session_id)) == encode(snap)
+        stored = await raw.get(session_key(P, U, snap.session_id))
+        assert stored is not None and decode_session_snapshot(stored).value == snap
     homes = {cluster.primary_for(session_key(P, U, s.session_id)).port for s in snapshots}
     assert len(homes) == 3  # the snapshots really are spread over the primaries
 
@@ -61,7 +62,8 @@ async def test_retries_from_three_managers_count_once_and_keep_the_first_snapsho
         *(end_session(P, U, s, managers[i % 3], summary=f"retry {i}") for i, s in enumerate(retries))
     )
     assert all(r.persisted and r.duplicate and r.snapshot_created is False for r in results)
-    assert await cluster.client().get(session_key(P, U, "s1")) == frozen == encode(first)
+    assert frozen is not None and decode_session_snapshot(frozen).value == first
+    assert await cluster.client().get(session_key(P, U, "s1")) == frozen  # not one byte changed
     doc = await managers[2].get_user_state(P, U)
     assert doc is not None
     assert doc["sessions"]["count"] == 1
