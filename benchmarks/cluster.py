@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 from benchmarks._cluster import local_cluster
 from benchmarks._data import BenchData, build
 from benchmarks._redis import local_redis
-from benchmarks.lifecycle import OursRunner, _drive, _seed, _session_key, _state_key
+from benchmarks.lifecycle import SUMMARY, _drive, _seed, _session_key, _state_key
 
 TARGETS = ("standalone", "cluster")
 MEMORY_SAMPLE = 20  # users whose keys MEMORY USAGE measures
@@ -82,6 +82,8 @@ class Run:
     target: str
     users: int
     pairs: int
+    failed: int
+    """Timed pairs whose start or end was not persisted (each is still counted in ``pairs``)."""
     seconds: float
     client_cpu_s: float
     latencies: list[float]
@@ -123,14 +125,11 @@ class Target:
             return RedisCluster.from_url(self.url)
         return redis.asyncio.Redis.from_url(self.url)
 
-    def adapter(self) -> tuple[Any, Any]:
-        """Our adapter, and the client it was given (``None`` when it owns its own)."""
+    def adapter(self) -> Any:
+        """Our adapter, as a host builds it (``cluster=True`` on the cluster)."""
         from autoplay_obs.storage import RedisStorageAdapter
 
-        if self.cluster:
-            client = RedisCluster.from_url(self.url)
-            return RedisStorageAdapter(client=client), client
-        return RedisStorageAdapter(redis_url=self.url), None
+        return RedisStorageAdapter(redis_url=self.url, cluster=self.cluster)
 
     def idle_cpu(self, seconds: float = 1.0) -> dict[int, float]:
         """Per node, CPU seconds per second with no load (a cluster node's cron and gossip)."""
@@ -183,6 +182,41 @@ def start_target(name: str) -> Iterator[Target]:
 # ------------------------------------------------------------------------------ harness
 
 
+class CountingRunner:
+    """``lifecycle.py``'s "ours" pair, through the result-returning calls, counting what
+    was not persisted: a run whose pairs failed must say so rather than look fast."""
+
+    def __init__(self, adapter: Any, product_id: str, catalog: list[str]) -> None:
+        from autoplay_obs import storage
+
+        self._storage = storage
+        self._adapter = adapter
+        self._manager = storage.StorageManager([adapter])
+        self._product_id = product_id
+        self._catalog = catalog
+        self.failed = 0
+
+    async def pair(self, user_id: str, session_id: str) -> None:
+        from autoplay_obs.user_adoption_state import SessionSnapshot
+
+        started_at = time.time()
+        start = await self._storage.start_session(self._product_id, user_id, session_id, self._manager)
+        snapshot = SessionSnapshot.from_adoption_state(
+            start.state,
+            session_id=session_id,
+            session_number=start.state.sessions_count + 1,
+            started_at=started_at,
+            catalog_workflow_ids=self._catalog,
+        )
+        end = await self._storage.end_session(
+            self._product_id, user_id, snapshot, self._manager, summary=SUMMARY
+        )
+        self.failed += not (start.persisted and end.persisted)
+
+    async def aclose(self) -> None:
+        await self._adapter.aclose()
+
+
 async def _memory(client: Any, product_id: str, user_ids: list[str]) -> tuple[float, float]:
     """Mean ``MEMORY USAGE`` of a user's state and of one of their snapshots, in bytes."""
     states: list[int] = []
@@ -204,34 +238,35 @@ async def run_one(target: Target, users: int, pairs: int, warmup: int, data: Ben
         await _seed(client, product_id, user_ids + warm_ids, data)
         catalog = [*data.snapshot.completed_workflow_ids, *data.snapshot.in_progress_workflow_ids]
         catalog += data.snapshot.untouched_workflow_ids
-        adapter, adapter_client = target.adapter()
-        runner = OursRunner(target.url, product_id, catalog, adapter=adapter)
+        runner = CountingRunner(target.adapter(), product_id, catalog)
         try:
             await _drive(runner, warm_ids, warmup, "warm")  # connections open, scripts cached
             target.reset_stats()
             before = target.node_stats()
             t0, c0 = time.perf_counter(), time.process_time()
+            failed_before = runner.failed
             latencies = await _drive(runner, user_ids, pairs, "sess")
             seconds, client_cpu = time.perf_counter() - t0, time.process_time() - c0
             after = target.node_stats()
+            failed = runner.failed - failed_before
             await _drive(runner, [f"new_{k:03d}" for k in range(MEMORY_SAMPLE)], 1, "sess")
         finally:
             await runner.aclose()
-            if adapter_client is not None:
-                await adapter_client.aclose()
         memory = await _memory(client, product_id, user_ids)
         fresh = await _memory(client, product_id, [f"new_{k:03d}" for k in range(MEMORY_SAMPLE)])
     finally:
         await client.aclose()
     target.flush()
     costs = [after[n.port] - before[n.port] for n in target.nodes]
-    return Run(target.name, users, users * pairs, seconds, client_cpu, latencies, costs, memory, fresh)
+    return Run(
+        target.name, users, users * pairs, failed, seconds, client_cpu, latencies, costs, memory, fresh
+    )
 
 
 def _print(runs: list[Run]) -> None:
     header = (
         f"{'target':<11} {'users':>5} {'pairs':>6} {'pairs/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'client CPU ms/pair':>18} {'primaries CPU ms/pair':>21} {'cmds/pair':>9}"
+        f"{'client CPU ms/pair':>18} {'primaries CPU ms/pair':>21} {'cmds/pair':>9} {'failed':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -240,7 +275,7 @@ def _print(runs: list[Run]) -> None:
         print(
             f"{r.target:<11} {r.users:>5} {r.pairs:>6} {r.pairs_per_s:>8.0f} {r.quantile_ms(0.5):>7.2f} "
             f"{r.quantile_ms(0.99):>7.2f} {r.per_pair_ms(r.client_cpu_s):>18.3f} "
-            f"{r.per_pair_ms(r.primaries_cpu_s()):>21.3f} {commands / r.pairs:>9.2f}"
+            f"{r.per_pair_ms(r.primaries_cpu_s()):>21.3f} {commands / r.pairs:>9.2f} {r.failed:>6}"
         )
     print()
     print("per node (CPU, commands and bytes per pair of the whole run)")

@@ -102,8 +102,7 @@ class ReferenceRunner:
 
 
 class OursRunner:
-    def __init__(self, url: str, product_id: str, catalog: list[str], adapter: Any = None) -> None:
-        """``adapter``: a ready one (a Cluster's, say) instead of one built from ``url``."""
+    def __init__(self, url: str, product_id: str, catalog: list[str]) -> None:
         try:
             from autoplay_obs import storage as ours
             from autoplay_obs.user_adoption_state import SessionSnapshot
@@ -111,7 +110,7 @@ class OursRunner:
             raise VariantUnavailable(f"autoplay_obs.storage not importable yet: {exc}") from exc
         self._ours = ours
         self._snapshot_cls = SessionSnapshot
-        self._adapter = adapter if adapter is not None else ours.RedisStorageAdapter(redis_url=url)
+        self._adapter = ours.RedisStorageAdapter(redis_url=url)
         self._storage = ours.StorageManager([self._adapter])
         self._product_id = product_id
         self._catalog = catalog
