@@ -26,7 +26,9 @@ MakeSnapshot = Callable[..., SessionSnapshot]
 async def test_concurrent_ends_for_one_user_from_three_managers_all_count(
     cluster: Cluster, make_snapshot: MakeSnapshot
 ) -> None:
-    managers = [StorageManager([cluster.adapter()]) for _ in range(3)]
+    """Two adapters built with ``cluster=True``, one on a client the host built (``client=``)."""
+    adapters = [cluster.adapter(), cluster.adapter(), cluster.adapter_on(cluster.client())]
+    managers = [StorageManager([a]) for a in adapters]
     n = 30
     snapshots = [make_snapshot(f"s{i:02d}", number=i + 1, captured_at=T0 + i) for i in range(n)]
     order = list(range(n))
