@@ -48,6 +48,8 @@ class Ledger:
     slowest_s: float = 0.0
     duplicates: set[tuple[str, str]] = field(default_factory=set)
     """(user, session) whose acknowledged end was a retry that found the session counted."""
+    missing: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Filled by ``Load.lost``: what of each lost session is missing ("state", "snapshot")."""
     errors: dict[str, int] = field(default_factory=dict)
     """Each failed call's error, by its text (ids and ports stripped), with how often it came."""
 
@@ -146,8 +148,12 @@ class Load:
             gone = []
             for session_id in sessions:
                 stored = await storage.get_session_snapshot(self.product, user, session_id)
-                if session_id not in indexed or stored is None:
+                missing_parts = [
+                    p for p, ok in (("state", session_id in indexed), ("snapshot", stored)) if not ok
+                ]
+                if missing_parts:
                     gone.append(session_id)
+                    self.ledger.missing[(user, session_id)] = "+".join(missing_parts)
             if gone:
                 missing[user] = gone
         return missing
