@@ -26,6 +26,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 from autoplay_obs.errors import (
@@ -66,6 +67,10 @@ else
 end
 return {1}
 """
+
+# A write that changes nothing, so that the WAIT after it on the same connection covers
+# every earlier write to the key's node (see _replicated); it never creates the key.
+_TOUCH_SCRIPT = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('APPEND', KEYS[1], '') end return 1"
 
 
 class RedisStorageAdapter(DictView):
@@ -130,6 +135,12 @@ class RedisStorageAdapter(DictView):
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._noscript: type[BaseException] = NoScriptError
         self._loop = LoopBinding("RedisStorageAdapter", strict=True)
+        # A Cluster client: learn the slots once before the first command (concurrent first
+        # commands race in redis-py 8.1's lazy start), and cap the commands in flight, since
+        # its per-node pools refuse rather than wait past their size.
+        self._started = False
+        self._starting = asyncio.Lock()
+        self._gate = asyncio.Semaphore(max_connections)
 
     def describe(self) -> dict[str, str | int]:
         """Span attributes naming the server, per the OpenTelemetry database conventions."""
@@ -161,22 +172,42 @@ class RedisStorageAdapter(DictView):
             command.close()  # never sent: not left behind as an unawaited coroutine
             raise
         try:
-            return await command
+            if not self._cluster:
+                return await command
+            async with self._gate:
+                if not self._started:
+                    async with self._starting:
+                        if not self._started:
+                            await self._redis.initialize()
+                            self._started = True
+                return await command
         except self._errors as exc:
             raise self._error(exc) from exc
 
     async def _replicated(self, key: str) -> None:
-        """After a write: wait until ``wait_replicas`` replicas hold it, or fail the write."""
+        """After a write to ``key`` (by this call or an earlier one): wait until ``wait_replicas``
+        replicas hold it, or fail.
+
+        ``WAIT`` counts the writes of its own connection only, and a pool may lend another
+        one; so a no-op write to the key (``APPEND key ""``) goes first on the same connection.
+        Replication is one ordered stream per node, so replicas that have it have every
+        earlier write to that node too -- also a write whose first ``WAIT`` timed out.
+        """
         replicas, timeout_ms = self._wait
         if replicas == 0:
             return
-        if self._cluster:  # WAIT has no key: send it to the node that owns this one
+        if self._cluster:  # one node's commands share one connection in a cluster pipeline
             node = self._redis.get_node_from_key(key)  # type: ignore[union-attr]
-            acked = await self._do(
-                self._redis.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
-            )
+            pipe: Any = self._redis.pipeline()
+            pipe.eval(_TOUCH_SCRIPT, 1, key)
+            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
         else:
-            acked = await self._do(self._redis.execute_command("WAIT", replicas, timeout_ms))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.eval(_TOUCH_SCRIPT, 1, key)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+        _, acked = await self._do(pipe.execute(raise_on_error=False))
+        if isinstance(acked, self._errors):
+            raise self._error(acked)
         if int(acked) < replicas:
             raise StorageUnavailableError(f"redis: write reached {acked} of {replicas} replicas in time")
 
@@ -217,8 +248,7 @@ class RedisStorageAdapter(DictView):
         if not created and raw.startswith(REVISION_PREFIX):
             head = await self._do(self._redis.getrange(key, 0, REVISION_END))
             created = cast(bytes, head) == raw[: REVISION_END + 1]
-        if created:
-            await self._replicated(key)
+        await self._replicated(key)  # found, too: it may be an earlier, unconfirmed write of ours
         return created
 
     async def freeze_and_swap(
