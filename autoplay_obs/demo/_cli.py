@@ -1,4 +1,4 @@
-"""The ``demo`` command line: flags -> ``DemoConfig``, telemetry on, run, summary, linger."""
+"""The ``demo`` command line: flags -> ``DemoConfig``, telemetry on, run, summary, cleanup, linger."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from autoplay_obs.demo._config import DemoConfig
-from autoplay_obs.demo._report import format_summary
+from autoplay_obs import __version__
+from autoplay_obs.demo._config import DURATION_RATE, DemoConfig
+from autoplay_obs.demo._report import closing_lines, format_summary
+from autoplay_obs.demo._scenario import SCENARIO_FAULTS, scenario_config
 from autoplay_obs.demo._simulation import run_demo
 from autoplay_obs.demo._storage import start_telemetry
 from autoplay_obs.errors import ConfigurationError
@@ -36,9 +38,10 @@ EPILOG = """\
 examples:
   python -m autoplay_obs demo                                  # seconds, no services
   python -m autoplay_obs demo --sink-error-rate 0.2 --summarizer-failure-rate 0.1 --primary-outage 0.1
-  python -m autoplay_obs demo --redis-url redis://127.0.0.1:6379/0
-  python -m autoplay_obs demo --prometheus-port 9464 --duration 300 --linger 60
-                                   # then scrape http://127.0.0.1:9464/metrics (examples/prometheus.yml)
+  python -m autoplay_obs demo --redis-url redis://127.0.0.1:6379/0 --cleanup
+  python -m autoplay_obs demo --prometheus-port 9464 --duration 600 --scenario incident --linger 120
+                                   # then scrape http://127.0.0.1:9464/metrics (examples/prometheus.yml):
+                                   # every alert in dashboards/alerts.yml fires within the ten minutes
 """
 
 
@@ -70,6 +73,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _per_second(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -93,6 +103,23 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="run for this long instead of a fixed number of sessions",
+    )
+    size.add_argument(
+        "--rate",
+        type=_per_second,
+        default=None,
+        metavar="PER_SECOND",
+        help="start at most this many sessions a second; 0 = as fast as the store answers "
+        f"(default: unlimited with --sessions, {DURATION_RATE:g} with --duration)",
+    )
+    size.add_argument(
+        "--scenario",
+        choices=("healthy", "incident"),
+        default="healthy",
+        help="healthy (the default): no faults, no shipped alert fires. incident: sink writes and "
+        "the summarizer fail, the primary flaps, a stored document comes from a newer version -- "
+        "each alert in dashboards/alerts.yml goes past its threshold for the whole run and fires "
+        "once its 'for:' has passed (run it with --duration 600). The fault flags below override it",
     )
     size.add_argument(
         "--users",
@@ -161,10 +188,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--sink-error-rate",
         type=_rate,
-        default=0.0,
+        default=None,
         metavar="RATE",
         help="share of sink writes that fail (0..1); sessions must still be saved. The built-in "
-        "sink also fails that share of the events it took, as a rejecting endpoint would",
+        "sink also fails that share of the events it took, as a rejecting endpoint would "
+        f"(default 0; incident {SCENARIO_FAULTS['incident']['sink_error_rate']:g})",
     )
     faults.add_argument(
         "--sink-latency",
@@ -176,9 +204,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--summarizer-failure-rate",
         type=_rate,
-        default=0.0,
+        default=None,
         metavar="RATE",
-        help="share of summarizer calls that fail (rate limited, provider error, timeout)",
+        help="share of summarizer calls that fail (rate limited, provider error, timeout) "
+        f"(default 0; incident {SCENARIO_FAULTS['incident']['summarizer_failure_rate']:g})",
     )
     faults.add_argument(
         "--summarizer-timeout",
@@ -191,9 +220,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--primary-outage",
         type=_outage,
-        default=0.0,
+        default=None,
         metavar="SHARE",
-        help="share of the run (0..0.9, in three windows) during which the primary is unreachable",
+        help="share of the run (0..0.9, in three windows) during which the primary is unreachable "
+        "(default 0; the incident scenario makes it flap instead: down 5 s of every 20 s)",
     )
 
     telemetry = parser.add_argument_group("telemetry (off by default)")
@@ -215,7 +245,15 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=0.0,
         metavar="SECONDS",
-        help="keep /metrics up this long after the run, so Prometheus can scrape it",
+        help="keep /metrics up this long after the run (its final counters stay scrapeable and "
+        "the alerts keep their state); Ctrl-C ends it early",
+    )
+
+    where.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="with --redis-url: at the end, delete every key the run wrote (SCAN over the run's own "
+        "product id, nothing else). Without it the closing line says how to delete them later",
     )
 
     output = parser.add_argument_group("output")
@@ -232,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autoplay-obs",
         description="Cross-session memory for in-product AI agents, observable to the last write.",
     )
+    parser.add_argument("--version", action="version", version=f"autoplay-obs {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
@@ -245,8 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
-    return DemoConfig(
+    """The scenario's faults, then every flag given on top of them."""
+    given = {
+        name: getattr(args, name)
+        for name in ("sink_error_rate", "summarizer_failure_rate", "primary_outage")
+        if getattr(args, name) is not None
+    }
+    return scenario_config(
+        args.scenario,
+        **given,
         sessions=args.sessions,
+        rate=args.rate,
         duration=args.duration,
         users=args.users,
         concurrency=args.concurrency,
@@ -255,17 +303,15 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         redis_url=args.redis_url,
         posthog_host=args.posthog_host,
         amplitude_url=args.amplitude_url,
-        sink_error_rate=args.sink_error_rate,
         sink_latency=args.sink_latency,
-        summarizer_failure_rate=args.summarizer_failure_rate,
         summarizer_timeout=args.summarizer_timeout,
-        primary_outage=args.primary_outage,
         retry_rate=args.retry_rate,
         edge_cases=args.edge_cases,
         prometheus_port=args.prometheus_port,
         otlp_endpoint=args.otlp_endpoint,
         linger=args.linger,
         progress=args.progress,
+        cleanup=args.cleanup,
     )
 
 
@@ -299,6 +345,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             print("autoplay-obs demo: interrupted", file=sys.stderr)
             return 130
         out.write(format_summary(config, stats))
+        for line in closing_lines(config, stats):
+            print(line, file=out)
         out.flush()
         if handle is not None and handle.prometheus_port is not None and config.linger:
             print(

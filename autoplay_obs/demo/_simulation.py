@@ -15,6 +15,11 @@ failure) comes from a generator seeded by (seed, session id), and the users
 are drawn from a seeded sequence, so a seed gives the same mix of users,
 activity and faults; which session lands on which user can vary with timing,
 and the primary-outage windows follow the run's progress.
+
+A ``--duration`` run keeps a pace (``DemoConfig.session_rate``): session n
+starts no earlier than (n - 1) / rate seconds into the run, so a long run
+costs a steady share of a core and the embedded store grows by a known
+amount a second.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import time
 from collections.abc import Iterator
 from typing import Final
 
+from autoplay_obs.demo._cleanup import count_keys, remove_keys
 from autoplay_obs.demo._config import DemoConfig
 from autoplay_obs.demo._progress import ProgressBar
-from autoplay_obs.demo._stats import DemoStats
+from autoplay_obs.demo._scenario import FlappingOutage, uses_flapping_outage
+from autoplay_obs.demo._stats import CallTally, DemoStats
 from autoplay_obs.demo._storage import DemoStorage, build_storage
 from autoplay_obs.demo._summarizer import StandInSummarizer
 from autoplay_obs.errors import AutoplayError
@@ -133,13 +140,37 @@ class _Run:
         self.users = [f"user_{i:04d}" for i in range(config.users)]
         self.edge: dict[str, str] = {}
         if config.edge_cases and config.users >= 4:
-            self.edge = {"power": self.users[0], "repaired": self.users[1], "newer": self.users[-1]}
+            self.edge = {"power": self.users[0], "repaired": self.users[1]}
+            if config.scenario == "incident":  # a real fault: see _scenario
+                self.edge["newer"] = self.users[-1]
         elif config.edge_cases:
             self.stats.notes.append("edge cases skipped: they need --users >= 4")
         self.plan = _plan(config, self.users, self.edge)
         self.busy: set[str] = set()
         self.deferred: list[str] = []
         self.storage: DemoStorage
+        self.tally: CallTally
+        self.flapping: FlappingOutage | None = None
+
+    def attach(self, storage: DemoStorage) -> None:
+        """Adopt the built storage: the incident's flapping primary, the call tally's window."""
+        self.storage = storage
+        if uses_flapping_outage(self.config):
+            self.flapping = FlappingOutage()
+            storage.schedule = self.flapping
+            for primary in storage.primaries:
+                primary.schedule = self.flapping
+        # Every background sink call has finished or timed out by then.
+        settle_after = max(manager.sink_timeout for manager in storage.managers) + 1.0
+        self.tally = CallTally(self.stats, settle_after)
+
+    def begin(self) -> None:
+        """The clock of the run starts (after the planted documents)."""
+        self.t0 = time.monotonic()
+        if self.config.duration is not None:
+            self.deadline = self.t0 + self.config.duration
+        if self.flapping is not None:
+            self.flapping.start()
 
     def progress(self) -> float:
         if self.deadline is not None:
@@ -158,7 +189,7 @@ class _Run:
         ``_WAIT`` when every user drawn is busy (more workers than free users).
         """
         if self.deadline is not None:
-            if time.monotonic() >= self.deadline:
+            if max(time.monotonic(), self._slot(self.started + 1)) >= self.deadline:
                 return None
         elif self.started >= self.config.sessions:
             return None
@@ -179,6 +210,11 @@ class _Run:
         self.busy.add(user)
         self.started += 1
         return self.started, user
+
+    def _slot(self, number: int) -> float:
+        """When session ``number`` may start at the configured pace (the run's start if unpaced)."""
+        rate = self.config.session_rate
+        return self.t0 + (number - 1) / rate if rate else self.t0
 
     async def plant_documents(self) -> None:
         """Documents from the wild: one repairable, one from a newer writer (never overwritten)."""
@@ -216,6 +252,9 @@ class _Run:
             if item is _WAIT:
                 await asyncio.sleep(0.001)
                 continue
+            delay = self._slot(item[0]) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             try:
                 await self.session(*item)
             finally:
@@ -243,6 +282,7 @@ class _Run:
         clock = time.perf_counter()
         start = await start_session(storage.product_id, user_id, session_id, managers[replica])
         stats.record_start(user_id, start, time.perf_counter() - clock)
+        self.tally.add(start, time.monotonic())
         if start.state.sessions_count > 0:  # what the agent's prompt gets for a returning user
             build_agent_context(start.state, start.onboarding_session)
         state = start.state
@@ -265,6 +305,7 @@ class _Run:
             summarizer_timeout=config.summarizer_timeout,
         )
         stats.record_end(user_id, end, time.perf_counter() - clock, retry=False)
+        self.tally.add(end, time.monotonic())
         if rng.random() < config.retry_rate:  # the reply was lost: the host ends it again elsewhere
             other = managers[(replica + 1) % len(managers)]
             clock = time.perf_counter()
@@ -277,6 +318,7 @@ class _Run:
                 summarizer_timeout=config.summarizer_timeout,
             )
             stats.record_end(user_id, again, time.perf_counter() - clock, retry=True)
+            self.tally.add(again, time.monotonic())
 
     async def check_counts(self) -> None:
         """Read every user's stored state back: its session count must equal the persisted ends."""
@@ -300,20 +342,34 @@ class _Run:
             if actual != expected:
                 stats.count_mismatches.append(f"{user_id}: stored {actual}, persisted ends {expected}")
 
+    async def account_keys(self) -> None:
+        """On Redis: delete the run's keys (``--cleanup``) or count them for the closing line."""
+        url, product = self.config.redis_url, self.storage.product_id
+        if url is None:
+            return
+        try:
+            if self.config.cleanup:
+                self.stats.keys_removed = await remove_keys(url, product)
+            else:
+                self.stats.keys_left = await count_keys(url, product)
+        except Exception as exc:  # the run's results stand; say what could not be done
+            self.stats.notes.append(
+                f"keys not {'removed' if self.config.cleanup else 'counted'}: {type(exc).__name__}"
+            )
+
 
 async def run_demo(config: DemoConfig, *, bar: ProgressBar | None = None) -> DemoStats:
     """Run the simulation and return what happened (telemetry is the caller's: see ``_cli``)."""
     bar = bar or ProgressBar(enabled=config.progress)
     run = _Run(config, bar)
-    run.storage = await build_storage(config, run.progress)
+    run.attach(await build_storage(config, run.progress))
     stats = run.stats
     try:
         await run.plant_documents()
-        run.t0 = time.monotonic()
-        if config.duration is not None:
-            run.deadline = run.t0 + config.duration
+        run.begin()
         await asyncio.gather(*(run.worker() for _ in range(config.concurrency)))
         await run.storage.drain()
+        run.tally.settle_all()
         stats.elapsed_s = time.monotonic() - run.t0
         bar.update(1.0, run._status())
         bar.close()
@@ -321,10 +377,10 @@ async def run_demo(config: DemoConfig, *, bar: ProgressBar | None = None) -> Dem
             await run.check_counts()
         except AutoplayError as exc:
             stats.notes.append(f"stored counts not checked: {type(exc).__name__}: {exc}")
+        await run.account_keys()
     finally:
         bar.close()
         await run.storage.aclose()  # flushes the analytics sinks
-    stats.tally_adapter_calls()
     stats.injected = {
         "primary outage errors": sum(p.injected_errors for p in run.storage.primaries),
         "sink errors": sum(s.injected_errors for s in run.storage.sinks),
@@ -334,6 +390,10 @@ async def run_demo(config: DemoConfig, *, bar: ProgressBar | None = None) -> Dem
         delivery = getattr(sink.inner, "delivery", None)
         if delivery is not None:
             stats.sink_delivery[sink.name] = delivery.totals()
+    if run.flapping is not None:
+        stats.outage_label = run.flapping.describe()
+    elif config.primary_outage:
+        stats.outage_label = f"primary outage ({config.primary_outage:.0%} of the run, in three windows)"
     stats.primary_label = run.storage.primary_label
     stats.product_id = run.storage.product_id
     stats.sink_names = run.storage.sink_names
