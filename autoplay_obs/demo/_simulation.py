@@ -79,11 +79,13 @@ _WAIT: Final = (0, "")
 def _plan(config: DemoConfig, users: list[str], edge: dict[str, str]) -> Iterator[str]:
     """The user of each successive session (endless; the caller stops it).
 
-    The planted users come first, so a short run still meets them; the
-    newer-version user only once (its sessions can never be saved).
+    The planted users come first, so a short run still meets them. The
+    newer-version user (planted only in the incident) keeps coming back like
+    any user, as such a user would: each of its sessions is refused again, so
+    the refusals go on while Prometheus watches.
     """
     rng = random.Random(f"plan:{config.seed}")
-    regular = [u for u in users if u != edge.get("newer")]
+    regular = list(users)
     weights = [1 / (rank + 1) ** 0.8 for rank in range(len(regular))]  # a few heavy users, a long tail
     yield from (edge[k] for k in ("newer", "repaired", "power") if k in edge)
     while True:
