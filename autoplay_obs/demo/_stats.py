@@ -10,9 +10,12 @@ Decisions:
   to hours), reported as the bucket's upper edge clamped to the exact min and
   max: within 2 % of the exact value, in fixed memory.
 - A result's sink calls land after it returns (background writes), so its
-  adapter calls are counted once it is older than the manager's sink timeout
-  (every sink call has finished or timed out by then), or at the end of the
-  run after the drain. Results are held only for that window.
+  adapter calls are counted once it is a second older than the longest sink
+  write can take (the injected latency, at most the manager's sink timeout),
+  or at the end of the run after the drain. Results are held only for that
+  window: what is held grows with the session rate, not the run's length. A
+  sink write still running after it (an event loop stalled for a second)
+  would be missed from the per-adapter table, never from the session counts.
 """
 
 from __future__ import annotations
