@@ -7,8 +7,8 @@ Decisions:
   passed (a ten-minute run covers the longest): sink writes fail 30 % (alert
   at 5 %) and the built-in sink rejects 30 % of the events it took (alert at
   1 %), the summarizer fails 40 % (alert at 5 %), the primary flaps (about
-  one call in eight fails, alert at 5 %; dozens of sessions lost per outage,
-  alert at 5 in 10 minutes), and a user's stored document comes from a newer
+  a fifth of its calls fail, alert at 5 %; over a hundred sessions lost per
+  outage at the default pace, alert at 10 in 10 minutes), and a user's stored document comes from a newer
   version (alert on any refused document).
 - The primary flaps -- down ``FLAP_DOWN`` seconds of every ``FLAP_PERIOD`` --
   instead of the three windows of ``--primary-outage``: the alerts' rate

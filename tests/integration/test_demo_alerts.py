@@ -64,10 +64,12 @@ def scrapes(prometheus_binary: str, tmp_path: Path) -> Iterator[dict[str, Scrape
             scrape.close()
 
 
-def alert_states(scrape: Scrape) -> dict[str, set[str]]:
-    """Each rule's alert states (one per label set), as Prometheus reports them."""
+def alert_states(scrape: Scrape) -> dict[str, set[str]] | None:
+    """Each rule's alert states (one per label set); None until every rule has been evaluated."""
     rules = scrape.rules()
-    assert all(r["health"] == "ok" and not r.get("lastError") for r in rules), rules
+    assert not any(r["health"] == "err" or r.get("lastError") for r in rules), rules
+    if not rules or any(r["health"] != "ok" for r in rules):
+        return None
     return {r["name"]: {a["state"] for a in r.get("alerts", [])} for r in rules}
 
 
@@ -83,7 +85,7 @@ def test_the_incident_fires_every_alert_and_a_healthy_run_none(scrapes: dict[str
 
     def all_firing() -> dict[str, set[str]] | None:
         alive(incident)
-        states = alert_states(incident)
+        states = alert_states(incident) or {}
         return (
             states if set(states) == ALERT_NAMES and all(s == {"firing"} for s in states.values()) else None
         )
@@ -100,7 +102,7 @@ def test_the_incident_fires_every_alert_and_a_healthy_run_none(scrapes: dict[str
     wait_until(scraped_for_a_while, 30, "ten scrapes of the healthy demo")
     time.sleep(2 * int(SHORT_FOR.rstrip("s")))
     states = alert_states(healthy)
-    assert set(states) == ALERT_NAMES
+    assert states is not None and set(states) == ALERT_NAMES
     assert all(not s for s in states.values()), states  # not even pending
 
     values = dict(dashboard_targets())
