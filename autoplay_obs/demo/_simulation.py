@@ -30,8 +30,10 @@ import time
 from collections.abc import Iterator
 from typing import Final
 
+from autoplay_obs.demo._activity import CATALOG, act
 from autoplay_obs.demo._cleanup import count_keys, remove_keys
 from autoplay_obs.demo._config import DemoConfig
+from autoplay_obs.demo._edge_cases import check_counts, plant_documents
 from autoplay_obs.demo._progress import ProgressBar
 from autoplay_obs.demo._scenario import FlappingOutage, uses_flapping_outage
 from autoplay_obs.demo._stats import CallTally, DemoStats
@@ -39,40 +41,10 @@ from autoplay_obs.demo._storage import DemoStorage, build_storage
 from autoplay_obs.demo._summarizer import StandInSummarizer
 from autoplay_obs.errors import AutoplayError
 from autoplay_obs.storage import build_agent_context, end_session, start_session
-from autoplay_obs.user_adoption_state import (
-    MAX_SESSION_INDEX,
-    JourneyState,
-    MasteryLevel,
-    SessionIndexEntry,
-    SessionSnapshot,
-    UserAdoptionState,
-    WorkflowStatus,
-    decode_user_state,
-)
+from autoplay_obs.user_adoption_state import SessionSnapshot
 
-__all__ = ["CATALOG", "run_demo"]
+__all__ = ["run_demo"]
 
-CATALOG: Final[dict[str, tuple[str, ...]]] = {
-    "create_project": ("name_project", "choose_template", "save_project"),
-    "invite_team": ("open_members", "send_invite"),
-    "configure_columns": ("open_settings", "add_column", "reorder_columns"),
-    "build_automation": ("pick_trigger", "pick_action", "enable_rule"),
-    "share_dashboard": ("create_dashboard", "add_widget", "share_link"),
-}
-FEATURES: Final = (
-    "board_view", "timeline_view", "filters", "search", "bulk_edit", "comments",
-    "mentions", "templates", "integrations", "keyboard_shortcuts", "export_csv", "api_tokens",
-)  # fmt: skip
-_BANDS: Final = (
-    (9, MasteryLevel.POWER_USER),
-    (7, MasteryLevel.PROFICIENT),
-    (4, MasteryLevel.INTERMEDIATE),
-    (2, MasteryLevel.BEGINNER),
-    (0, MasteryLevel.NOVICE),
-)
-REPAIRED_BASE_COUNT: Final = 2
-POWER_BASE_COUNT: Final = MAX_SESSION_INDEX
-"""The power user arrives with a full session index: each new session trims the oldest entry."""
 _WAIT: Final = (0, "")
 
 
@@ -90,41 +62,6 @@ def _plan(config: DemoConfig, users: list[str], edge: dict[str, str]) -> Iterato
     yield from (edge[k] for k in ("newer", "repaired", "power") if k in edge)
     while True:
         yield rng.choices(regular, weights)[0]
-
-
-def _act(state: UserAdoptionState, rng: random.Random) -> None:
-    """One session's activity, applied to the state the agent was given."""
-    if not state.onboarding.welcomed:
-        state.mark_welcomed()
-    progress = state.onboarding.workflow_progress
-    open_ = [w for w in CATALOG if w in progress and progress[w].status is WorkflowStatus.IN_PROGRESS]
-    untouched = [w for w in CATALOG if w not in progress]
-    for workflow in (open_ + untouched)[: rng.randint(1, 2)]:
-        steps = CATALOG[workflow]
-        belief = progress.get(workflow)
-        done = 0 if belief is None else len(belief.completed_step_ids)
-        reached = min(len(steps), done + rng.randint(1, 2))
-        complete = reached == len(steps)
-        belief = state.onboarding.upsert_workflow_progress(
-            workflow,
-            status=WorkflowStatus.COMPLETED if complete else WorkflowStatus.IN_PROGRESS,
-            confidence=round(rng.uniform(0.6, 0.99), 2),
-            evidence=f"{reached}/{len(steps)} steps seen",
-            source="activity",
-        )
-        for step in steps[:reached]:
-            belief.upsert_step_progress(step, status=WorkflowStatus.COMPLETED, confidence=0.9)
-        if not complete:
-            belief.upsert_step_progress(steps[reached], status=WorkflowStatus.IN_PROGRESS, confidence=0.5)
-    state.record_discovered_features(rng.sample(FEATURES, rng.randint(0, 3)))
-    state.onboarding.distinct_features_seen = len(state.discovered_features)
-    completed = len([w for w in CATALOG if w in state.onboarding.completed_workflow_ids])
-    rating = min(10, 2 * completed + rng.randint(0, 1))
-    level = next(band for floor, band in _BANDS if rating >= floor)
-    state.set_mastery(rating=rating, level=level, description=f"{completed} of {len(CATALOG)} workflows done")
-    if completed == len(CATALOG):
-        state.onboarding.mark_onboarding_complete()
-        state.set_journey_state(JourneyState.ONBOARDED)
 
 
 class _Run:
@@ -220,35 +157,7 @@ class _Run:
         return self.t0 + (number - 1) / rate if rate else self.t0
 
     async def plant_documents(self) -> None:
-        """Documents from the wild: one repairable, one from a newer writer (never overwritten)."""
-        product, primary = self.storage.product_id, self.storage.raw_primary
-        if "repaired" in self.edge:
-            await primary.save_user_state(
-                product,
-                self.edge["repaired"],
-                {
-                    "_v": 1,
-                    "user_id": self.edge["repaired"],
-                    "mastery": {"rating": "7", "level": "wizard"},  # a string; an unknown band
-                    "onboarding": {"completion_rate": 1.5},  # out of range
-                    "sessions": {"count": REPAIRED_BASE_COUNT, "index": []},
-                },
-            )
-        if "newer" in self.edge:
-            newer = self.edge["newer"]
-            await primary.save_user_state(
-                product, newer, {"_v": 2, "user_id": newer, "sessions": {"count": 9}}
-            )
-        if "power" in self.edge:
-            power = UserAdoptionState(user_id=self.edge["power"])
-            start = time.time() - 86400.0 * POWER_BASE_COUNT
-            for n in range(1, POWER_BASE_COUNT + 1):
-                at = start + 86400.0 * n
-                entry = SessionIndexEntry(
-                    session_id=f"earlier_{n:03d}", session_number=n, started_at=at - 600, captured_at=at
-                )
-                power.record_session(entry)
-            await primary.save_user_state(product, power.user_id, power.to_dict())
+        await plant_documents(self.storage.raw_primary, self.storage.product_id, self.edge)
 
     async def worker(self) -> None:
         while (item := self._next()) is not None:
@@ -289,7 +198,7 @@ class _Run:
         if start.state.sessions_count > 0:  # what the agent's prompt gets for a returning user
             build_agent_context(start.state, start.onboarding_session)
         state = start.state
-        _act(state, rng)
+        act(state, rng)
         snapshot = SessionSnapshot.from_adoption_state(
             state,
             session_id=session_id,
@@ -324,26 +233,7 @@ class _Run:
             self.tally.add(again, time.monotonic())
 
     async def check_counts(self) -> None:
-        """Read every user's stored state back: its session count must equal the persisted ends."""
-        stats, primary = self.stats, self.storage.raw_primary
-        for user_id in sorted(stats.users_seen):
-            stored = await primary.load_state(self.storage.product_id, user_id)
-            if user_id == self.edge.get("newer"):
-                untouched = stored is not None and b'"_v":2' in stored.raw
-                stats.notes.append(
-                    f"{user_id}'s document from a newer writer (_v=2) was "
-                    + ("left untouched" if untouched else "CHANGED (a bug)")
-                )
-                continue
-            expected = stats.persisted_ends_by_user[user_id]
-            expected += REPAIRED_BASE_COUNT if user_id == self.edge.get("repaired") else 0
-            expected += POWER_BASE_COUNT if user_id == self.edge.get("power") else 0
-            actual = (
-                0 if stored is None else decode_user_state(stored.raw, user_id=user_id).value.sessions.count
-            )
-            stats.checked_users += 1
-            if actual != expected:
-                stats.count_mismatches.append(f"{user_id}: stored {actual}, persisted ends {expected}")
+        await check_counts(self.storage.raw_primary, self.storage.product_id, self.edge, self.stats)
 
     async def account_keys(self) -> None:
         """On Redis: delete the run's keys (``--cleanup``) or count them for the closing line."""
