@@ -7,14 +7,19 @@ catches ``AutoplayError`` and nothing else::
     AutoplayError
     ├── ConfigurationError        bad setup: no adapters, bad URL, bad option
     │   └── MissingDependencyError   an optional extra is not installed (also ImportError)
+    ├── CallTimeoutError          a blocking call (storage.sync) waited past its bound (also TimeoutError)
     ├── InvalidIdError            empty / over-long / non-str product, user or session id (also ValueError)
     ├── InvalidValueError         a mutation got a value it cannot store, e.g. NaN (also ValueError)
     ├── DocumentError             a stored document cannot be used as it is
     │   ├── UnreadableDocumentError  not JSON, not an object, or a required field is unusable
     │   └── UnsupportedVersionError  ``_v`` is a version this code does not know
-    └── StorageError              the primary store could not do what was asked
-        ├── StorageUnavailableError  connection refused, timed out, or the server errored
-        └── ConflictError            compare-and-set kept losing to concurrent writers
+    ├── StorageError              the primary store could not do what was asked
+    │   ├── StorageUnavailableError  connection refused, timed out, or the server errored
+    │   └── ConflictError            compare-and-set kept losing to concurrent writers
+    └── OutboxError               the local outbox could not keep or hand back a session end
+        ├── OutboxCorruptError       the file is not an outbox this code can read (left untouched)
+        ├── OutboxTimeoutError       locked by another process, or slower than its timeout
+        └── OutboxWriteError         cannot write: read-only, disk full, I/O error, entry too large
 
 Lifecycle calls (``on_session_start`` / ``on_session_end``) never raise
 ``DocumentError`` or ``StorageError`` into the host: they degrade, report it
@@ -25,12 +30,17 @@ from __future__ import annotations
 
 __all__ = [
     "AutoplayError",
+    "CallTimeoutError",
     "ConfigurationError",
     "ConflictError",
     "DocumentError",
     "InvalidIdError",
     "InvalidValueError",
     "MissingDependencyError",
+    "OutboxCorruptError",
+    "OutboxError",
+    "OutboxTimeoutError",
+    "OutboxWriteError",
     "StorageError",
     "StorageUnavailableError",
     "UnreadableDocumentError",
@@ -52,6 +62,10 @@ class MissingDependencyError(ConfigurationError, ImportError):
     def __init__(self, feature: str, extra: str) -> None:
         super().__init__(f'{feature} needs the "{extra}" extra: pip install "autoplay-obs[{extra}]"')
         self.extra = extra
+
+
+class CallTimeoutError(AutoplayError, TimeoutError):
+    """A blocking call waited past its bound; the work was cancelled on the library's loop."""
 
 
 class InvalidIdError(AutoplayError, ValueError):
@@ -88,3 +102,19 @@ class StorageUnavailableError(StorageError):
 
 class ConflictError(StorageError):
     """A compare-and-set lost to concurrent writers more times than allowed."""
+
+
+class OutboxError(AutoplayError):
+    """The local outbox failed; the session end falls back to today's not-persisted result."""
+
+
+class OutboxCorruptError(OutboxError):
+    """The outbox file is not one this code can read; it is never deleted or rewritten."""
+
+
+class OutboxTimeoutError(OutboxError):
+    """The outbox stayed locked, or an operation ran past its timeout (a put may still land)."""
+
+
+class OutboxWriteError(OutboxError):
+    """The outbox cannot be written: read-only place, disk full, I/O error, or an entry too large."""

@@ -87,7 +87,7 @@ def build_state(seed: int = 7) -> UserAdoptionState:
     now = T0 + 60.0
     for w in range(20):
         wid = f"workflow_{w:02d}"
-        wp = state.onboarding.upsert_workflow_progress(
+        state.onboarding.upsert_workflow_progress(
             wid,
             status=WorkflowStatus.IN_PROGRESS,
             confidence=round(rng.uniform(0.2, 0.6), 3),
@@ -97,7 +97,8 @@ def build_state(seed: int = 7) -> UserAdoptionState:
         )
         for s in range(5):
             now += rng.uniform(5.0, 120.0)
-            wp.upsert_step_progress(
+            state.onboarding.upsert_step_progress(
+                wid,
                 f"step_{s}",
                 status=WorkflowStatus.COMPLETED if s < w % 6 else WorkflowStatus.IN_PROGRESS,
                 confidence=round(rng.uniform(0.5, 1.0), 3),

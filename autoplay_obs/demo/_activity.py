@@ -47,7 +47,7 @@ def act(state: UserAdoptionState, rng: random.Random) -> None:
         done = 0 if belief is None else len(belief.completed_step_ids)
         reached = min(len(steps), done + rng.randint(1, 2))
         complete = reached == len(steps)
-        belief = state.onboarding.upsert_workflow_progress(
+        state.onboarding.upsert_workflow_progress(
             workflow,
             status=WorkflowStatus.COMPLETED if complete else WorkflowStatus.IN_PROGRESS,
             confidence=round(rng.uniform(0.6, 0.99), 2),
@@ -55,9 +55,13 @@ def act(state: UserAdoptionState, rng: random.Random) -> None:
             source="activity",
         )
         for step in steps[:reached]:
-            belief.upsert_step_progress(step, status=WorkflowStatus.COMPLETED, confidence=0.9)
+            state.onboarding.upsert_step_progress(
+                workflow, step, status=WorkflowStatus.COMPLETED, confidence=0.9
+            )
         if not complete:
-            belief.upsert_step_progress(steps[reached], status=WorkflowStatus.IN_PROGRESS, confidence=0.5)
+            state.onboarding.upsert_step_progress(
+                workflow, steps[reached], status=WorkflowStatus.IN_PROGRESS, confidence=0.5
+            )
     state.record_discovered_features(rng.sample(FEATURES, rng.randint(0, 3)))
     state.onboarding.distinct_features_seen = len(state.discovered_features)
     completed = len([w for w in CATALOG if w in state.onboarding.completed_workflow_ids])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from autoplay_obs.storage._keys import session_key, user_state_key
 from autoplay_obs.storage._lifecycle import (
-    Summarizer,
     build_agent_context,
     end_session,
     init_user_state,
@@ -18,6 +17,9 @@ from autoplay_obs.storage._lifecycle import (
     start_session,
 )
 from autoplay_obs.storage._manager import StorageManager
+from autoplay_obs.storage._outbox import Outbox
+from autoplay_obs.storage._outbox_types import OutboxStatus
+from autoplay_obs.storage._replay import FlushResult
 from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored
 from autoplay_obs.storage._results import (
     AdapterCall,
@@ -25,6 +27,7 @@ from autoplay_obs.storage._results import (
     SessionEndResult,
     SessionStartResult,
 )
+from autoplay_obs.storage._summary import Summarizer
 from autoplay_obs.storage.adapters.memory import InMemoryStorageAdapter
 from autoplay_obs.storage.adapters.redis import RedisStorageAdapter
 
@@ -32,7 +35,10 @@ __all__ = [
     "AdapterCall",
     "AtomicStore",
     "AutoplayStorageAdapter",
+    "FlushResult",
     "InMemoryStorageAdapter",
+    "Outbox",
+    "OutboxStatus",
     "Outcome",
     "RedisStorageAdapter",
     "SessionEndResult",

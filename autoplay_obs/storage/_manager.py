@@ -8,17 +8,20 @@ Decisions:
 - Every adapter call becomes an ``AdapterCall`` (outcome, duration, error type)
   appended to the recorder of the lifecycle call that caused it, so nothing a
   sink does is swallowed.
-- User state changes are compare-and-set on the primary. Writers for the same
-  user in this process queue on a per-user lock, so they do not fight; writers
-  in other processes lose a compare-and-set, get the current document back in
-  the same reply and re-apply their change.
-- The manager remembers the last state document it saw per user (a bounded
-  LRU) and uses it as the compare-and-set expectation instead of reading
-  first. A stale entry just loses the compare-and-set and is replaced by the
-  document the primary returns, so the cache saves a round trip and a
-  transfer when it is right and costs nothing in correctness when it is
-  wrong. Snapshots are write-once, so the ones read are cached decoded, and
-  each caller gets a copy (cheaper than decoding again).
+- User state changes are compare-and-set on the primary, with a pure change
+  function applied to a copy of its own (``update_state``). Writers for the
+  same user in this process queue on a per-user lock, so they do not fight;
+  writers in other processes lose a compare-and-set, get the current document
+  back in the same reply and the change is applied to that.
+- Per user the manager keeps the last document it saw: its bytes, token and
+  decoding (a bounded LRU). The token is the next compare-and-set's
+  expectation, so a warm change needs no read and no decode; a stale entry
+  just loses the compare-and-set. The decoded state is never handed out: the
+  frozen parts are shared and the containers copied (``copy()``).
+- A manager belongs to the event loop that first uses it (``_loop``).
+- ``outbox=`` (a path or an ``Outbox``) is the guarantee against outages: a
+  session end returns only once its session is acknowledged by the primary
+  or durably queued there (``_session_end``); ``_replay`` merges it later.
 """
 
 from __future__ import annotations
@@ -27,48 +30,34 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import random
+import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar
 
-import msgspec
-
-from autoplay_obs.errors import (
-    AutoplayError,
-    ConfigurationError,
-    ConflictError,
-    StorageError,
-    StorageUnavailableError,
-)
+from autoplay_obs import _json
+from autoplay_obs.errors import AutoplayError, ConfigurationError, StorageError, StorageUnavailableError
+from autoplay_obs.storage._loop import LoopBinding
+from autoplay_obs.storage._outbox import Outbox
+from autoplay_obs.storage._outbox_types import OutboxEntry
 from autoplay_obs.storage._protocol import (
     AtomicStore,
     AutoplayStorageAdapter,
     Stored,
-    new_revision,
-    revision_head,
-    splice_tail,
     token_of,
     without_revision,
 )
-from autoplay_obs.storage._results import AdapterCall, Outcome, Role
-from autoplay_obs.storage.adapters._json import dumps
+from autoplay_obs.storage._replay import FlushResult, Replayer
+from autoplay_obs.storage._results import AdapterCall, Outcome, Role, SessionEndResult
+from autoplay_obs.storage._session_end import SessionEnd
+from autoplay_obs.storage._state_writer import Change, Current, StateUpdate, StateWriter
 from autoplay_obs.telemetry import _hooks as telemetry
-from autoplay_obs.user_adoption_state import (
-    Decoded,
-    SessionSnapshot,
-    UserAdoptionState,
-    decode_session_snapshot,
-    decode_user_state,
-    encode,
-)
-from autoplay_obs.user_adoption_state._copy import deep_copy
-from autoplay_obs.user_adoption_state._models import encode_tail
+from autoplay_obs.user_adoption_state import SessionSnapshot, decode_session_snapshot
 
-__all__ = ["Freeze", "StateUpdate", "StorageManager"]
+__all__ = ["Change", "Current", "StateUpdate", "StorageManager"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -80,71 +69,13 @@ _ADAPTER_METHODS: Final = (
     "save_session_snapshot",
     "get_session_snapshot",
 )
+DEFAULT_MAX_SUMMARY_CHARS: Final = 8_000
 _recorder: contextvars.ContextVar[list[AdapterCall] | None] = contextvars.ContextVar(
     "autoplay_obs_calls", default=None
 )
-_json: Final = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class StateUpdate:
-    """The state as written (or as found, when the change was a no-op)."""
-
-    state: UserAdoptionState
-    written: bool
-    conflicts: int
-    repairs: tuple[str, ...]
-
-
-@dataclass(slots=True)
-class Freeze:
-    """A snapshot to write once ahead of a state change (``update_state(freeze=...)``)."""
-
-    session_id: str
-    raw: bytes
-    created: bool | None = None
-    """True: this call froze it; False: it was already there; None: not answered (yet)."""
-    error: AutoplayError | None = None
-    sent: bool = False
-
-
-@dataclass(slots=True)
-class _Known:
-    """The state document last seen for a user, and the manager's own decoding of it."""
-
-    stored: Stored
-    state: UserAdoptionState | None = None
-
-
-class _UserSlot:
-    """One user's writers in this process, in line; gone when nobody holds or awaits it."""
-
-    __slots__ = ("key", "lock", "slots", "users")
-
-    def __init__(self, slots: dict[tuple[str, str], _UserSlot], key: tuple[str, str]) -> None:
-        self.slots, self.key = slots, key
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-    async def __aenter__(self) -> None:
-        self.users += 1
-        try:
-            await self.lock.acquire()
-        except BaseException:
-            self._leave()
-            raise
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.lock.release()
-        self._leave()
-
-    def _leave(self) -> None:
-        self.users -= 1
-        if self.users == 0:
-            del self.slots[self.key]
-
-
-class _Lru(OrderedDict[K, V]):
+class Lru(OrderedDict[K, V], Generic[K, V]):
     """A bounded mapping that forgets the least recently used entry."""
 
     def __init__(self, size: int) -> None:
@@ -167,41 +98,40 @@ class _Lru(OrderedDict[K, V]):
             self.popitem(last=False)
 
 
-def _copy_into(kept: list[UserAdoptionState | None], state: UserAdoptionState) -> None:
-    """The manager's own copy of the state it is writing, made while the server answers."""
-    if kept:  # a retried round trip runs it again
-        return
-    try:
-        kept.append(deep_copy(state))
-    except Exception:  # a value a host put there that cannot be copied: the next change decodes
-        kept.append(None)
-
-
-def _foreign(adapter: object, exc: Exception) -> StorageUnavailableError:
-    """An adapter's own exception, as the library's error."""
-    return StorageUnavailableError(f"{adapter_name(adapter)}: {type(exc).__name__}: {exc}")
-
-
-def _error_type(exc: AutoplayError) -> str:
-    return type(exc.__cause__ or exc).__name__
-
-
-def _record(
-    adapter: object, role: Role, operation: str, outcome: Outcome, started: float, error_type: str | None
-) -> None:
-    """One adapter call, for the lifecycle call that caused it and for telemetry."""
-    record = AdapterCall(
-        adapter_name(adapter), role, operation, outcome, time.perf_counter() - started, error_type
-    )
-    calls = _recorder.get()
-    if calls is not None:
-        calls.append(record)
-    telemetry.adapter_call(adapter, record)
-
-
 def adapter_name(adapter: object) -> str:
     name = getattr(adapter, "name", None)
     return name if isinstance(name, str) else type(adapter).__name__
+
+
+def _checked_adapters(adapters: Sequence[AutoplayStorageAdapter]) -> list[AutoplayStorageAdapter]:
+    """The adapters, refused when they cannot work: none, a class, a sink in the primary's place."""
+    adapters = list(adapters)
+    if not adapters:
+        raise ConfigurationError(
+            "StorageManager needs at least one adapter; put the readable primary first, "
+            "e.g. StorageManager([RedisStorageAdapter(redis_url=...)])"
+        )
+    for adapter in adapters:
+        if isinstance(adapter, type):
+            raise ConfigurationError(f"pass an adapter instance, not the class {adapter.__name__}")
+        missing = [m for m in _ADAPTER_METHODS if not callable(getattr(adapter, m, None))]
+        if missing:
+            raise ConfigurationError(f"{adapter_name(adapter)} is not an adapter: no {missing}")
+    if getattr(adapters[0], "readable", True) is False:
+        raise ConfigurationError(
+            f"{adapter_name(adapters[0])} is write-only and cannot be the primary: "
+            "put the readable primary (e.g. RedisStorageAdapter) first"
+        )
+    for adapter in adapters[1:]:
+        if isinstance(adapter, AtomicStore):
+            warnings.warn(
+                f"{adapter_name(adapter)} is a readable primary in a sink's place: only the first "
+                f"adapter ({adapter_name(adapters[0])}) is read and compare-and-set; "
+                f"{adapter_name(adapter)} only receives overwrites. Put the primary first.",
+                UserWarning,
+                stacklevel=3,
+            )
+    return adapters
 
 
 class StorageManager:
@@ -214,35 +144,34 @@ class StorageManager:
         sink_timeout: float = 5.0,
         write_deadline: float = 10.0,
         cache_size: int = 1024,
+        max_summary_chars: int = DEFAULT_MAX_SUMMARY_CHARS,
+        outbox: str | os.PathLike[str] | Outbox | None = None,
+        replay_interval: float = 5.0,
     ) -> None:
-        adapters = list(adapters)
-        if not adapters:
-            raise ConfigurationError(
-                "StorageManager needs at least one adapter; put the readable primary first, "
-                "e.g. StorageManager([RedisStorageAdapter(redis_url=...)])"
-            )
-        for adapter in adapters:
-            if isinstance(adapter, type):
-                raise ConfigurationError(f"pass an adapter instance, not the class {adapter.__name__}")
-            missing = [m for m in _ADAPTER_METHODS if not callable(getattr(adapter, m, None))]
-            if missing:
-                raise ConfigurationError(f"{adapter_name(adapter)} is not an adapter: no {missing}")
-        self.adapters: list[AutoplayStorageAdapter] = adapters
-        self.primary = adapters[0]
-        self.sinks = adapters[1:]
-        self._atomic: AtomicStore = (
-            self.primary if isinstance(self.primary, AtomicStore) else _DictPrimary(self.primary)
-        )
-        # Optional: a swap that carries a snapshot write and runs our work while the
-        # server answers (the Redis adapter has it).
-        self._swap_with: Callable[..., Awaitable[Any]] | None = getattr(self._atomic, "swap_state_with", None)
-        self._primary_name = adapter_name(self.primary)
+        """``outbox``: where session ends the primary did not acknowledge wait for replay
+        (a SQLite file; off when not given). ``replay_interval``: how often the background
+        replay looks for entries (other processes' too) while all is well."""
+        if max_summary_chars < 1:
+            raise ConfigurationError(f"max_summary_chars must be at least 1, got {max_summary_chars}")
+        self.adapters = _checked_adapters(adapters)
+        self.primary = self.adapters[0]
+        self.sinks = self.adapters[1:]
+        atomic = self.primary if isinstance(self.primary, AtomicStore) else _DictPrimary(self.primary)
         self.sink_timeout = sink_timeout
-        self.write_deadline = write_deadline
+        self.max_summary_chars = max_summary_chars
         self._pending: set[asyncio.Task[None]] = set()
-        self._slots: dict[tuple[str, str], _UserSlot] = {}
-        self._states: _Lru[tuple[str, str], _Known] = _Lru(cache_size)
-        self._snapshots: _Lru[tuple[str, str, str], SessionSnapshot] = _Lru(cache_size)
+        self._snapshots: Lru[tuple[str, str, str], SessionSnapshot] = Lru(cache_size)
+        self._loop = LoopBinding("StorageManager", strict=False)
+        self._atomic = atomic
+        self.bundles_freeze = getattr(atomic, "bundles_freeze", False) is True
+        """The primary can send a snapshot write and a compare-and-set in one round trip."""
+        self._writer = StateWriter(atomic, self._run, Lru(cache_size), write_deadline)
+        self.outbox = outbox if isinstance(outbox, Outbox) or outbox is None else Outbox(outbox)
+        self._replayer = (
+            None
+            if self.outbox is None
+            else Replayer(self.outbox, self._replay, interval=replay_interval, max_backoff=30.0)
+        )
 
     # -- recording ---------------------------------------------------------
 
@@ -257,15 +186,22 @@ class StorageManager:
         finally:
             _recorder.reset(token)
 
+    def check_loop(self) -> None:
+        """Refuse a call from a second event loop (see ``_loop``)."""
+        self._loop.check()
+
     async def _run(
         self,
-        adapter: object,
         role: Role,
         operation: str,
         call: Callable[[], Awaitable[T]],
         outcome_of: Callable[[T], Outcome] = lambda _: Outcome.OK,
+        *,
+        adapter: object = None,
         timeout: float | None = None,
     ) -> T:
+        """One adapter call, recorded for the lifecycle call that caused it and for telemetry."""
+        adapter = self.primary if adapter is None else adapter
         started = time.perf_counter()
         outcome, error_type = Outcome.ERROR, None
         try:
@@ -275,14 +211,23 @@ class StorageManager:
         except asyncio.TimeoutError:
             outcome, error_type = Outcome.TIMEOUT, "TimeoutError"
             raise StorageUnavailableError(f"{adapter_name(adapter)} timed out") from None
+        except asyncio.CancelledError:
+            outcome, error_type = Outcome.CANCELLED, "CancelledError"
+            raise
         except AutoplayError as exc:
-            error_type = _error_type(exc)
+            error_type = type(exc.__cause__ or exc).__name__
             raise
         except Exception as exc:  # a custom adapter's own error: mapped at this boundary
             error_type = type(exc).__name__
-            raise _foreign(adapter, exc) from exc
+            raise StorageUnavailableError(f"{adapter_name(adapter)}: {error_type}: {exc}") from exc
         finally:
-            _record(adapter, role, operation, outcome, started, error_type)
+            record = AdapterCall(
+                adapter_name(adapter), role, operation, outcome, time.perf_counter() - started, error_type
+            )
+            calls = _recorder.get()
+            if calls is not None:
+                calls.append(record)
+            telemetry.adapter_call(adapter, record)
 
     # -- sinks -------------------------------------------------------------
 
@@ -297,14 +242,14 @@ class StorageManager:
         self, sink: object, operation: str, write: Callable[[Any], Awaitable[None]]
     ) -> None:
         with contextlib.suppress(AutoplayError):
-            await self._run(sink, "sink", operation, lambda: write(sink), timeout=self.sink_timeout)
+            await self._run("sink", operation, lambda: write(sink), adapter=sink, timeout=self.sink_timeout)
 
     def mirror_state(self, product_id: str, user_id: str, raw: bytes) -> None:
         """Send the stored state to the sinks in the background, each its own copy."""
         if self.sinks:
             self._fan_out(
                 "save_user_state",
-                lambda s: s.save_user_state(product_id, user_id, without_revision(msgspec.json.decode(raw))),
+                lambda s: s.save_user_state(product_id, user_id, without_revision(_json.loads(raw))),
             )
 
     def mirror_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> None:
@@ -312,7 +257,9 @@ class StorageManager:
         if self.sinks:
             self._fan_out(
                 "save_session_snapshot",
-                lambda s: s.save_session_snapshot(product_id, user_id, session_id, msgspec.json.decode(raw)),
+                lambda s: s.save_session_snapshot(
+                    product_id, user_id, session_id, without_revision(_json.loads(raw))
+                ),
             )
 
     async def drain(self) -> None:
@@ -321,11 +268,43 @@ class StorageManager:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Drain the sinks, then close every adapter that can be closed."""
+        """Stop the replay, drain the sinks, then close every adapter and the outbox."""
+        if self._replayer is not None:
+            await self._replayer.stop()
         await self.drain()
         closers = [getattr(adapter, "aclose", None) for adapter in self.adapters]
         # Concurrently: each sink's close is bounded by its own timeout, not the sum of them.
         await asyncio.gather(*(close() for close in closers if callable(close)), return_exceptions=True)
+        if self.outbox is not None:
+            await self.outbox.aclose()
+
+    # -- the outbox ----------------------------------------------------------
+
+    def start_replaying(self) -> None:
+        """Run the outbox replay in the background on this event loop (once; no-op without one)."""
+        if self._replayer is not None:
+            self._replayer.ensure_running()
+
+    def outbox_queued(self) -> None:
+        """A session end was queued: the replay looks sooner than its interval."""
+        if self._replayer is not None:
+            self._replayer.wake()
+
+    async def flush_outbox(self) -> FlushResult:
+        """Replay the outbox now, until it is empty or the primary fails."""
+        if self._replayer is None:
+            raise ConfigurationError("this StorageManager has no outbox (StorageManager(..., outbox=PATH))")
+        self.check_loop()
+        return await self._replayer.flush()
+
+    async def _replay(self, entry: OutboxEntry) -> SessionEndResult:
+        """One queued session end, merged into the primary's current state (never queued again)."""
+        snapshot = decode_session_snapshot(entry.snapshot).value
+        with self.recording() as calls:
+            end = SessionEnd(
+                self, entry.product_id, entry.user_id, snapshot, calls, raw=entry.snapshot, queue=False
+            )
+            return await end.run(entry.summary, None, 0.0)
 
     async def __aenter__(self) -> StorageManager:
         return self
@@ -338,289 +317,84 @@ class StorageManager:
     ) -> None:
         await self.aclose()
 
-    # -- primary operations used by the lifecycle --------------------------
+    # -- the primary, for the lifecycle --------------------------------------
 
-    async def load_state(self, product_id: str, user_id: str) -> Stored | None:
-        """Read the state from the primary (and remember it)."""
-        stored = await self._run(
-            self.primary,
-            "primary",
-            "load_state",
-            lambda: self._atomic.load_state(product_id, user_id),
-            lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
-        )
-        self._states.put((product_id, user_id), None if stored is None else _Known(stored))
-        return stored
-
-    async def read_state(self, product_id: str, user_id: str) -> Stored | None:
-        """The remembered state if any (validated later by compare-and-set), else a read."""
-        known = self._states.get_recent((product_id, user_id))
-        return known.stored if known is not None else await self.load_state(product_id, user_id)
-
-    def _decode(
-        self, key: tuple[str, str], stored: Stored, user_id: str
-    ) -> tuple[UserAdoptionState, tuple[str, ...], bool]:
-        """``stored`` decoded, and whether it is this manager's own write.
-
-        The manager's own copy is handed over when it has one (so it is never
-        shared); anything else is decoded afresh.
-        """
-        known = self._states.get(key)
-        if known is not None and known.stored is stored and known.state is not None:
-            state, known.state = known.state, None
-            return state, (), True
-        decoded = decode_user_state(stored.raw, user_id=user_id)
-        return decoded.value, decoded.repairs, False
-
-    @staticmethod
-    def _splice(state: UserAdoptionState, previous: Stored) -> bytes | None:
-        """After a change confined to the tail of our own write, its bytes with only the tail
-        encoded: a session start changes a few hundred bytes of a document of any size."""
-        tail = encode_tail(state)
-        if tail is None or not isinstance(state.revision, str):
-            return None
-        return splice_tail(previous.raw, revision_head(state.revision), *tail)
-
-    def remembered_snapshot(self, product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
-        """A copy of a snapshot already read, without I/O (snapshots never change)."""
-        known = self._snapshots.get_recent((product_id, user_id, session_id))
-        return None if known is None else deep_copy(known)
-
-    async def load_snapshot(
-        self, product_id: str, user_id: str, session_id: str
-    ) -> Decoded[SessionSnapshot] | None:
-        """A snapshot (a copy of its own for each caller), read from the primary once.
-
-        A document that cannot be read raises ``DocumentError``; the repairs
-        one needed are reported by the read that found them.
-        """
-        known = self.remembered_snapshot(product_id, user_id, session_id)
-        if known is not None:
-            return Decoded(known)
-        raw = await self._run(
-            self.primary,
-            "primary",
-            "load_snapshot",
-            lambda: self._atomic.load_snapshot(product_id, user_id, session_id),
-            lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
-        )
-        if raw is None:
-            return None
-        decoded = decode_session_snapshot(raw)
-        self._snapshots.put((product_id, user_id, session_id), deep_copy(decoded.value))
-        return decoded
-
-    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
-        """Freeze the snapshot on the primary (only): True when this call created it."""
-        created = await self._run(
-            self.primary,
-            "primary",
-            "create_snapshot",
-            lambda: self._atomic.create_snapshot(product_id, user_id, session_id, raw),
-            lambda new: Outcome.OK if new else Outcome.DUPLICATE,
-        )
-        return created
-
-    async def freeze(self, product_id: str, user_id: str, freeze: Freeze) -> None:
-        """Write ``freeze``'s snapshot once, recording the outcome on it (never raises)."""
-        freeze.sent = True
-        try:
-            freeze.created = await self.create_snapshot(product_id, user_id, freeze.session_id, freeze.raw)
-        except AutoplayError as exc:
-            freeze.error = exc
-
-    async def _swap(
-        self,
-        product_id: str,
-        user_id: str,
-        raw: bytes,
-        expected: str | None,
-        freeze: Freeze | None,
-        while_waiting: Callable[[], object],
-    ) -> tuple[bool, Stored | None]:
-        """A compare-and-set, with ``freeze`` in the same round trip when given (two adapter
-        calls on record) and ``while_waiting`` run during it, or after it on a plain primary."""
-        if self._swap_with is None:
-            assert freeze is None
-            swapped: tuple[bool, Stored | None] = await self._run(
-                self.primary,
-                "primary",
-                "swap_state",
-                functools.partial(self._atomic.swap_state, product_id, user_id, raw, expected),
-                lambda result: Outcome.OK if result[0] else Outcome.CONFLICT,
-            )
-            while_waiting()
-            return swapped
-        operations = ("swap_state",) if freeze is None else ("create_snapshot", "swap_state")
-        snapshot = None if freeze is None else (freeze.session_id, freeze.raw)
-        if freeze is not None:
-            freeze.sent = True
-        started = time.perf_counter()
-        try:
-            created, result = await self._swap_with(
-                product_id, user_id, raw, expected, snapshot=snapshot, while_waiting=while_waiting
-            )
-        except Exception as exc:  # the connection failed: every call in the round trip did
-            error = exc if isinstance(exc, AutoplayError) else _foreign(self.primary, exc)
-            if freeze is not None:
-                freeze.error = error
-            for operation in operations:
-                _record(self.primary, "primary", operation, Outcome.ERROR, started, _error_type(error))
-            if error is exc:
-                raise
-            raise error from exc
-        if freeze is not None:
-            if isinstance(created, AutoplayError):
-                freeze.error = created
-                _record(
-                    self.primary, "primary", "create_snapshot", Outcome.ERROR, started, _error_type(created)
-                )
-            else:
-                freeze.created = created
-                outcome = Outcome.OK if created else Outcome.DUPLICATE
-                _record(self.primary, "primary", "create_snapshot", outcome, started, None)
-        if isinstance(result, AutoplayError):
-            _record(self.primary, "primary", "swap_state", Outcome.ERROR, started, _error_type(result))
-            raise result
-        outcome = Outcome.OK if result[0] else Outcome.CONFLICT
-        _record(self.primary, "primary", "swap_state", outcome, started, None)
-        return cast("tuple[bool, Stored | None]", result)
-
-    def _user_slot(self, key: tuple[str, str]) -> _UserSlot:
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = _UserSlot(self._slots, key)
-        return slot
-
-    async def open_session(
-        self,
-        product_id: str,
-        user_id: str,
-        session_id: str,
-        *,
-        create: Callable[[], UserAdoptionState],
-        stored: Stored | None,
-    ) -> StateUpdate:
-        """Mark ``session_id`` as the user's current session, by compare-and-set.
-
-        Only the document's tail changes (the session fields and the update
-        time), so after a write of its own the manager encodes just that.
-        """
-
-        def mark_open(state: UserAdoptionState) -> bool:
-            state.set_current_session(session_id)
-            return True
-
-        return await self._update(product_id, user_id, mark_open, create, stored, None, None, tail_only=True)
+    async def read_state(self, product_id: str, user_id: str, *, fresh: bool = False) -> Current | None:
+        """The state as last seen (``fresh``: as the primary has it now), decoded."""
+        return await self._writer.read(product_id, user_id, fresh=fresh)
 
     async def update_state(
         self,
         product_id: str,
         user_id: str,
-        change: Callable[[UserAdoptionState], bool],
+        change: Change,
         *,
-        create: Callable[[], UserAdoptionState],
-        stored: Stored | None,
-        state: UserAdoptionState | None = None,
-        freeze: Freeze | None = None,
+        current: Current | None = None,
+        freeze: tuple[str, bytes] | None = None,
     ) -> StateUpdate:
         """Apply ``change`` to the stored state by compare-and-set until it sticks.
 
-        ``change`` must be a pure function of the state (it may run again on a
-        fresher copy) and returns whether it changed anything. ``stored`` is the
-        document last read (``state`` its decoding, when the caller has one);
-        ``create`` makes the state when there is none. A document that cannot
-        be read raises ``DocumentError`` and is never written over. The state
-        returned is the caller's: the manager keeps a copy of its own, which
-        the next change in this process starts from -- so ``change`` must keep
-        the document's rules (JSON values in ``metadata``, values in range).
-
-        ``freeze`` is a snapshot to write once, before the state changes: with
-        the first compare-and-set, in one round trip, on a primary that offers
-        ``swap_state_with``. Its outcome is filled in for ``change`` to read;
-        a change that was a no-op before the outcome was known is asked again.
+        ``change`` gets a state of its own and returns the changed state, or
+        None when there is nothing to change; it may run again on a fresher
+        state. ``current`` is the state the caller last read (else the one last
+        seen). ``freeze`` (session id, snapshot bytes) is written once, before
+        the first compare-and-set and in the same round trip where the primary
+        allows; its outcome is ``StateUpdate.snapshot_created``. A document
+        that cannot be read raises ``DocumentError`` and is never written over.
         """
-        return await self._update(product_id, user_id, change, create, stored, state, freeze, tail_only=False)
+        self.check_loop()
+        update = await self._writer.update(product_id, user_id, change, current, freeze)
+        if update.written:
+            self.mirror_state(product_id, user_id, update.raw)
+        return update
 
-    async def _update(
-        self,
-        product_id: str,
-        user_id: str,
-        change: Callable[[UserAdoptionState], bool],
-        create: Callable[[], UserAdoptionState],
-        stored: Stored | None,
-        state: UserAdoptionState | None,
-        freeze: Freeze | None,
-        *,
-        tail_only: bool,
-    ) -> StateUpdate:
-        conflicts = 0
-        repairs: tuple[str, ...] = ()
-        deadline = time.monotonic() + self.write_deadline
-        key = (product_id, user_id)
-        async with self._user_slot(key):
-            latest = self._states.get_recent(key)
-            if latest is not None and latest.stored is not stored:  # written while we queued
-                stored, state = latest.stored, None
-            own = False  # the state is this manager's own last write, so its bytes are ours
-            while True:
-                if stored is None:
-                    state = create()
-                elif state is None:
-                    state, repairs, own = self._decode(key, stored, user_id)
-                changed = change(state)
-                bundled = freeze is not None and not freeze.sent and changed and self._swap_with is not None
-                if freeze is not None and not freeze.sent and not bundled:
-                    await self.freeze(product_id, user_id, freeze)
-                    changed = changed or change(state)
-                if not changed:
-                    return StateUpdate(state, False, conflicts, repairs)
-                state.revision = new_revision()
-                spliced = self._splice(state, stored) if tail_only and own and stored else None
-                raw = spliced or encode(state)  # a splice writes what encode() writes
-                expected = None if stored is None else stored.token
-                kept: list[UserAdoptionState | None] = []  # the copy for the next change
-                ok, current = await self._swap(
-                    product_id,
-                    user_id,
-                    raw,
-                    expected,
-                    freeze if bundled else None,
-                    functools.partial(_copy_into, kept, state),
-                )
-                written = Stored(raw, token_of(raw))
-                if not ok and current is not None and current.token == written.token:
-                    ok = True  # our own write, landed before a lost reply and a client retry
-                if ok:  # the next change starts from a copy instead of decoding again
-                    self._states.put(key, _Known(written, kept[0] if kept else None))
-                    self.mirror_state(product_id, user_id, raw)
-                    return StateUpdate(state, True, conflicts, repairs)
-                conflicts += 1
-                telemetry.cas_retry(conflicts, expected, None if current is None else current.token)
-                stored, state, own = current, None, False
-                self._states.put(key, None if current is None else _Known(current))
-                if time.monotonic() > deadline:
-                    raise ConflictError(f"state of one user changed {conflicts} times under this writer")
-                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**conflicts)))
+    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
+        """Freeze the snapshot on the primary (only): True when this call created it."""
+        return await self._run(
+            "primary",
+            "create_snapshot",
+            lambda: self._atomic.create_snapshot(product_id, user_id, session_id, raw),
+            lambda new: Outcome.OK if new else Outcome.DUPLICATE,
+        )
+
+    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
+        """A snapshot (one of its own for each caller), read from the primary once: it never changes.
+
+        A document that cannot be read raises ``DocumentError``.
+        """
+        key = (product_id, user_id, session_id)
+        known = self._snapshots.get_recent(key)
+        if known is None:
+            raw = await self._run(
+                "primary",
+                "load_snapshot",
+                lambda: self._atomic.load_snapshot(product_id, user_id, session_id),
+                lambda found: Outcome.OK if found is not None else Outcome.NOT_FOUND,
+            )
+            if raw is None:
+                return None
+            decoded = decode_session_snapshot(raw)
+            telemetry.document_repaired("snapshot", len(decoded.repairs))
+            known = decoded.value
+            self._snapshots.put(key, known)
+        return known.copy()
 
     # -- the seed's dict-level Protocol -------------------------------------
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
         """Overwrite on the primary (raises StorageError), mirror to the sinks."""
+        raw = _json.dumps(state)  # refuses what is not JSON before anything is written
         await self._run(
-            self.primary,
-            "primary",
-            "save_user_state",
-            lambda: self.primary.save_user_state(product_id, user_id, state),
+            "primary", "save_user_state", lambda: self.primary.save_user_state(product_id, user_id, state)
         )
-        self._states.put((product_id, user_id), None)
-        self.mirror_state(product_id, user_id, dumps(state))
+        self._writer.forget(product_id, user_id)
+        self.mirror_state(product_id, user_id, raw)
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
         """Write-once on the primary; the sinks see it only if this call froze it."""
-        raw = dumps(snapshot)
+        raw = _json.dumps(snapshot)
         if await self.create_snapshot(product_id, user_id, session_id, raw):
             self.mirror_snapshot(product_id, user_id, session_id, raw)
 
@@ -643,11 +417,11 @@ class StorageManager:
         for i, adapter in enumerate(self.adapters):
             try:
                 found = await self._run(
-                    adapter,
                     "primary" if i == 0 else "sink",
                     operation,
                     functools.partial(read, adapter),
                     lambda value: Outcome.OK if value is not None else Outcome.NOT_FOUND,
+                    adapter=adapter,
                 )
             except StorageError as exc:
                 failure = failure or exc
@@ -669,7 +443,7 @@ class _DictPrimary:
         found = await self._adapter.get_user_state(product_id, user_id)
         if found is None:
             return None
-        raw = _json.encode(found)
+        raw = _json.dumps(found)
         return Stored(raw, token_of(raw))
 
     async def swap_state(
@@ -678,15 +452,16 @@ class _DictPrimary:
         current = await self.load_state(product_id, user_id)
         if (None if current is None else current.token) != expected:
             return False, current
-        await self._adapter.save_user_state(product_id, user_id, msgspec.json.decode(raw))
+        await self._adapter.save_user_state(product_id, user_id, _json.loads(raw))
         return True, None
 
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
         if await self._adapter.get_session_snapshot(product_id, user_id, session_id) is not None:
             return False
-        await self._adapter.save_session_snapshot(product_id, user_id, session_id, msgspec.json.decode(raw))
+        snapshot = without_revision(_json.loads(raw))
+        await self._adapter.save_session_snapshot(product_id, user_id, session_id, snapshot)
         return True
 
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
         found = await self._adapter.get_session_snapshot(product_id, user_id, session_id)
-        return None if found is None else _json.encode(found)
+        return None if found is None else _json.dumps(found)

@@ -2,7 +2,8 @@
 
 ``AutoplayStorageAdapter`` is the seed's four-method Protocol over plain JSON
 dicts: any object with those async methods is an adapter, no inheritance.
-Write-only sinks return ``None`` from the reads.
+Write-only sinks return ``None`` from the reads (and say so with
+``readable = False``, so the manager refuses one in the primary's place).
 
 ``AtomicStore`` is the optional capability of a readable primary that lets the
 manager keep the invariants: a write-once snapshot that reports whether it was
@@ -10,9 +11,8 @@ created, and a compare-and-set on the user state keyed by a token derived from
 the stored bytes (so documents written by other tools, which carry no revision,
 are still safe to replace). Both built-in primaries implement it; a custom
 primary without it gets best-effort read-modify-write. A primary may also
-offer ``swap_state_with`` (see ``RedisStorageAdapter``): a compare-and-set
-carrying a snapshot write in the same round trip, that runs the manager's
-own work while the server answers.
+offer ``freeze_and_swap`` (see ``RedisStorageAdapter``): the snapshot write and
+a compare-and-set in one round trip.
 """
 
 from __future__ import annotations
@@ -54,30 +54,20 @@ class Stored(NamedTuple):
 
 REVISION_PREFIX: Final = b'{"_rev":"'
 REVISION_END: Final = len(REVISION_PREFIX) + 32
-"""A state written through a manager starts ``{"_rev":"<32 hex>"``."""
-
-
-def revision_head(revision: str) -> bytes:
-    """The first bytes of a state written with ``revision``: all a compare-and-set reads."""
-    return b"".join((REVISION_PREFIX, revision.encode("ascii"), b'"'))
-
-
-def splice_tail(previous: bytes, head: bytes, key: bytes, tail: bytes) -> bytes | None:
-    """A state this process wrote, with a new revision ``head`` and new tail fields (see
-    ``encode_tail``).
-
-    The tail starts at the last ``key``: the fields after it have fixed names,
-    and a JSON string cannot hold an unescaped quote, so nothing later looks
-    like it. None when ``previous`` does not have that shape.
-    """
-    cut = previous.rfind(key)
-    if cut <= REVISION_END or not previous.startswith(REVISION_PREFIX):
-        return None
-    return b"".join((head, previous[REVISION_END + 1 : cut], tail))
+"""A document written through a manager starts ``{"_rev":"<32 hex>"``: 42 bytes name the write."""
 
 
 def new_revision() -> str:
     return secrets.token_hex(16)
+
+
+def headed(raw: bytes) -> bytes:
+    """A document's bytes with a fresh ``_rev`` at their head, naming this one write.
+
+    A snapshot carries no revision of its own (readers ignore the field): it
+    is there so that a write resent after a lost reply can recognise its own.
+    """
+    return b"".join((REVISION_PREFIX, new_revision().encode("ascii"), b'",', raw[1:]))
 
 
 def with_new_revision(state: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +81,7 @@ def with_new_revision(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def without_revision(state: dict[str, Any]) -> dict[str, Any]:
-    """A state as the dict-level API shows it: the revision is the atomic path's business."""
+    """A document as the dict-level API shows it: the revision is the atomic path's business."""
     return {k: v for k, v in state.items() if k != "_rev"}
 
 

@@ -82,7 +82,7 @@ LOG_INTERVAL_S: Final = 10.0
 SCOPE: Final = "autoplay_obs"
 _OFF_VALUES: Final = frozenset({"off", "0", "false", "no", "disabled"})
 _USER_ID_MODES: Final = ("omit", "hashed", "raw")
-_FAILED: Final = frozenset({"error", "timeout"})
+_FAILED: Final = frozenset({"error", "timeout", "cancelled"})
 _SINK_WRITES: Final = frozenset({"save_user_state", "save_session_snapshot"})
 # The Redis command each manager operation sends (RedisStorageAdapter), for db.operation.name.
 _REDIS_COMMANDS: Final = {
@@ -93,7 +93,8 @@ _REDIS_COMMANDS: Final = {
     "create_snapshot": "SET",
     "save_user_state": "SET",
     "save_session_snapshot": "SET",
-    "swap_state": "EVAL",
+    "swap_state": "EVALSHA",
+    "freeze_and_swap": "PIPELINE",
 }
 
 logger = logging.getLogger("autoplay_obs")
@@ -695,6 +696,11 @@ def _finish_session(
         )
         if recorder is not None:
             recorder.record("documents_refused", 1, ("state",), trace_id)
+    truncated = getattr(result, "summary_truncated", 0)
+    if truncated:
+        span.add_event("autoplay.summary.truncated", {"autoplay.truncated_chars": truncated})
+        if recorder is not None:
+            recorder.record("summaries_truncated", 1, (), trace_id)
     trimmed = getattr(result, "trimmed", 0)
     if trimmed:
         span.add_event("autoplay.session_index.trimmed", {"autoplay.trimmed": trimmed})

@@ -127,6 +127,13 @@ INSTRUMENTS: Final[dict[str, Instrument]] = {
             "Session index entries trimmed to keep the newest 50.",
         ),
         Instrument(
+            "summaries_truncated",
+            "autoplay.summaries.truncated",
+            "counter",
+            "{summary}",
+            "Onboarding summaries cut to the manager's max_summary_chars before they were stored.",
+        ),
+        Instrument(
             "documents_repaired",
             "autoplay.documents.repaired",
             "counter",

@@ -1,7 +1,8 @@
 """The per-user adoption record and the frozen per-session snapshot.
 
-The Structs here are the stored documents; see ``_models`` for the rules they
-keep and ``_codec`` for how documents from the wild are read.
+The Structs here are the stored documents; see ``_parts`` (the frozen parts)
+and ``_models`` for the rules they keep, and ``_codec`` for how documents from
+the wild are read. Layering: enums <- parts <- models <- codec.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from autoplay_obs.user_adoption_state._models import (
     DENOMINATOR_ALL_CATALOG,
     DENOMINATOR_ASSIGNED,
     MAX_SESSION_INDEX,
-    Mastery,
     OnboardingState,
-    SessionIndexEntry,
     SessionRecorded,
     Sessions,
     SessionSnapshot,
+    UserAdoptionState,
+)
+from autoplay_obs.user_adoption_state._parts import (
+    Mastery,
+    SessionIndexEntry,
     StepInAssessment,
     StepProgress,
-    UserAdoptionState,
     WorkflowProgress,
 )
 from autoplay_obs.user_adoption_state._summary_input import build_onboarding_summary_input

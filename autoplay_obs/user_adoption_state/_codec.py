@@ -33,15 +33,10 @@ from typing import Any, Final, Generic, TypeVar, cast
 import msgspec
 from msgspec import inspect as mi
 
+from autoplay_obs import _json
 from autoplay_obs.errors import UnreadableDocumentError, UnsupportedVersionError
-from autoplay_obs.user_adoption_state._models import (
-    MAX_SESSION_INDEX,
-    SOURCE_UNKNOWN,
-    SessionSnapshot,
-    UserAdoptionState,
-    WorkflowProgress,
-    dump,
-)
+from autoplay_obs.user_adoption_state._models import MAX_SESSION_INDEX, SessionSnapshot, UserAdoptionState
+from autoplay_obs.user_adoption_state._parts import SOURCE_UNKNOWN, WorkflowProgress
 
 __all__ = [
     "Decoded",
@@ -67,7 +62,7 @@ class Decoded(Generic[T]):
 
 def encode(document: msgspec.Struct) -> bytes:
     """The stored bytes of a document."""
-    return dump(document)
+    return _json.dumps(document)
 
 
 def decode_user_state(
@@ -434,7 +429,7 @@ def _check_sources(progress: dict[str, WorkflowProgress], path: str, repairs: li
     for wid, wp in progress.items():
         if not wp.source.strip():
             repairs.append(f"{path}.{wid}.source: empty, set to {SOURCE_UNKNOWN!r}")
-            wp.source = SOURCE_UNKNOWN
+            progress[wid] = msgspec.structs.replace(wp, source=SOURCE_UNKNOWN)
 
 
 _ANY: Final = mi.AnyType()

@@ -341,28 +341,13 @@ async def test_a_state_key_of_the_wrong_type_degrades_and_is_left_alone(
 
 
 async def test_a_session_end_sends_the_snapshot_before_the_state_on_a_cluster(
-    adapter: RedisStorageAdapter, cluster: redis.asyncio.cluster.RedisCluster, monkeypatch: pytest.MonkeyPatch
+    adapter: RedisStorageAdapter, cluster: redis.asyncio.cluster.RedisCluster, make_snapshot: MakeSnapshot
 ) -> None:
-    """A cluster pipeline sends each node's commands at once, so keeping the snapshot first
-    takes two round trips: the SET must have been answered before the EVAL goes out."""
-    from redis.asyncio.cluster import ClusterPipeline
-
-    sent: list[list[str]] = []
-    queued: list[str] = []
-    queue, execute = ClusterPipeline.execute_command, ClusterPipeline.execute
-
-    def queue_recorded(self: ClusterPipeline, *args: object, **kwargs: object) -> object:
-        queued.append(str(args[0]))
-        return queue(self, *args, **kwargs)
-
-    async def execute_recorded(self: ClusterPipeline, *args: object, **kwargs: object) -> object:
-        sent.append(queued[:])
-        queued.clear()
-        return await execute(self, *args, **kwargs)
-
-    monkeypatch.setattr(ClusterPipeline, "execute_command", queue_recorded)
-    monkeypatch.setattr(ClusterPipeline, "execute", execute_recorded)
-    created, swapped = await adapter.swap_state_with(P, "u", b"state", None, snapshot=("s1", b"snap"))
-    assert (created, swapped) == (True, (True, None))
-    assert sent == [["SET"], ["EVAL"]]
-    assert await cluster.get(session_key(P, "u", "s1")) == b"snap"
+    """A cluster pipeline sends each node's commands at once, so on a cluster the snapshot's
+    SET NX goes alone, answered before the compare-and-set is sent."""
+    assert adapter.bundles_freeze is False
+    storage = StorageManager([adapter])
+    ended = await end_session(P, "u", make_snapshot("s1", number=1, user_id="u"), storage, summary="x")
+    assert ended.persisted and ended.snapshot_created is True
+    assert [c.operation for c in ended.adapter_calls] == ["load_state", "create_snapshot", "swap_state"]
+    assert await cluster.exists(session_key(P, "u", "s1")) == 1

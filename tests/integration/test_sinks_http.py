@@ -517,8 +517,13 @@ async def test_two_thousand_session_ends_are_all_accounted_for(recording_http_se
     ph = make_posthog(server, flush_interval=0.2, flush_at=100, close_timeout=15.0)
     amp = make_amplitude(server, flush_interval=0.2, flush_at=200, close_timeout=15.0)
     storage = StorageManager([InMemoryStorageAdapter(), ph, amp])
-    base = UserAdoptionState(user_id="placeholder")
-    ends = [(f"user_{i % 200}", snapshot_of(base, f"sess_{i}", i // 200 + 1, T0 + i)) for i in range(2000)]
+    ends = [
+        (
+            f"user_{i % 200}",
+            snapshot_of(UserAdoptionState(user_id=f"user_{i % 200}"), f"sess_{i}", i // 200 + 1, T0 + i),
+        )
+        for i in range(2000)
+    ]
 
     began = time.perf_counter()
     for chunk in range(0, len(ends), 100):

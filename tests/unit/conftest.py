@@ -65,7 +65,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         clients: list[fakeredis.aioredis.FakeRedis] = []
 
         def open_fake() -> RedisStorageAdapter:
-            client = fakeredis.aioredis.FakeRedis(server=server)
+            client = fakeredis.aioredis.FakeRedis(server=server, max_connections=1024)
             clients.append(client)
             return RedisStorageAdapter(client=client)
 

@@ -294,7 +294,7 @@ STATE_REPAIRS: list[tuple[str, Any, str, Any]] = [
         "onboarding.last_step_in.suggested_workflow_ids",
         "w2",
         "onboarding.last_step_in.suggested_workflow_ids",
-        [],
+        (),
     ),
     ("sessions.index", {"s1": {}}, "sessions.index", []),
     # required fields that are missing or unusable: the entry is dropped
@@ -639,16 +639,21 @@ def test_huge_numbers_are_repaired_not_refused():
     assert any(r.startswith("$.metadata.score:") for r in result.repairs)
 
 
-def test_model_from_dict_uses_the_same_repairs():
+def test_model_from_dict_is_strict_and_the_decoders_repair():
     doc = valid_state_doc()
     doc["mastery"]["rating"] = "99"
-    assert UserAdoptionState.from_dict(doc).mastery.rating == 10
+    with pytest.raises(UnreadableDocumentError, match=r"mastery\.rating"):
+        UserAdoptionState.from_dict(doc)
+    assert decode_user_state(doc).value.mastery.rating == 10
     snap = valid_snapshot_doc()
     snap["completion_rate"] = math.nan
-    assert SessionSnapshot.from_dict(snap).completion_rate == 0.0
+    assert decode_session_snapshot(snap).value.completion_rate == 0.0
+    assert (
+        SessionSnapshot.from_dict(valid_snapshot_doc()) == decode_session_snapshot(valid_snapshot_doc()).value
+    )
     doc["_v"] = 2
     with pytest.raises(UnsupportedVersionError):
-        UserAdoptionState.from_dict(doc)
+        decode_user_state(doc)
 
 
 # --- fuzz: arbitrary JSON at arbitrary places ---------------------------------------------------

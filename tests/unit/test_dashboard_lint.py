@@ -40,6 +40,7 @@ FAILURE_SERIES = (
     "autoplay_documents_repaired_total",
     "autoplay_state_cas_conflicts_total",
     "autoplay_session_index_truncations_total",
+    "autoplay_summaries_truncated_total",
 )
 
 

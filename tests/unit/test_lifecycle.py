@@ -25,7 +25,12 @@ from autoplay_obs.storage import (
     on_session_start,
     start_session,
 )
-from autoplay_obs.user_adoption_state import MasteryLevel, SessionSnapshot, UserAdoptionState, encode
+from autoplay_obs.user_adoption_state import (
+    MasteryLevel,
+    SessionSnapshot,
+    UserAdoptionState,
+    decode_session_snapshot,
+)
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -235,7 +240,7 @@ async def test_sequential_retries_count_once_and_never_change_the_snapshot(
     first = make_snapshot("s1", captured_at=T0)
     results = [await end_session(P, U, first, storage, summary="one")]
     frozen = await backend.adapter.load_snapshot(P, U, "s1")
-    assert frozen == encode(first)
+    assert frozen is not None and decode_session_snapshot(frozen).value == first
     for attempt in range(1, 3):
         # a retry re-captures: later time, other values, other summary
         state = UserAdoptionState(user_id=U)
@@ -267,7 +272,7 @@ async def test_concurrent_retries_count_once_and_freeze_one_snapshot(
     assert all(r.persisted for r in results)
     frozen = await backend.adapter.load_snapshot(P, U, "s1")
     winner = next(i for i, r in enumerate(results) if r.snapshot_created)
-    assert frozen == encode(attempts[winner])
+    assert frozen is not None and decode_session_snapshot(frozen).value == attempts[winner]
     doc = await stored_state(backend)
     assert doc["sessions"]["count"] == 1
     assert index_ids(doc) == ["s1"]
@@ -306,7 +311,8 @@ async def _concurrent_ends(backend: Backend, make_snapshot: MakeSnapshot, n: int
     captured = [entry["captured_at"] for entry in doc["sessions"]["index"]]
     assert captured == sorted(captured)
     for i in range(n):
-        assert await backend.adapter.load_snapshot(P, U, f"s{i:03d}") == encode(snapshots[i])
+        frozen = await backend.adapter.load_snapshot(P, U, f"s{i:03d}")
+        assert frozen is not None and decode_session_snapshot(frozen).value == snapshots[i]
 
 
 async def test_50_concurrent_ends_all_count(backend: Backend, make_snapshot: MakeSnapshot) -> None:

@@ -53,7 +53,10 @@ def test_confidence_is_clamped_on_workflows_and_steps(given_confidence, stored):
     wp = state.onboarding.upsert_workflow_progress(
         "w1", status="in_progress", confidence=given_confidence, now=T0
     )
-    step = wp.upsert_step_progress("s1", status="in_progress", confidence=given_confidence, now=T0)
+    wp = state.onboarding.upsert_step_progress(
+        "w1", "s1", status="in_progress", confidence=given_confidence, now=T0
+    )
+    step = wp.steps["s1"]
     assert wp.confidence == stored
     assert step.confidence == stored
     assert isinstance(wp.confidence, float)
@@ -83,11 +86,11 @@ def test_workflow_completed_at_is_stamped_once_and_never_moves():
     wp = ob.upsert_workflow_progress("w1", status="in_progress", confidence=0.2, now=T0)
     assert wp.completed_at is None
     assert wp.first_detected_at == T0
-    ob.upsert_workflow_progress("w1", status=WorkflowStatus.COMPLETED, confidence=0.9, now=T0 + 10)
+    wp = ob.upsert_workflow_progress("w1", status=WorkflowStatus.COMPLETED, confidence=0.9, now=T0 + 10)
     assert wp.completed_at == T0 + 10
     ob.upsert_workflow_progress("w1", status="completed", confidence=1.0, now=T0 + 20)
     ob.upsert_workflow_progress("w1", status="in_progress", confidence=0.5, now=T0 + 30)
-    ob.upsert_workflow_progress("w1", status="completed", confidence=1.0, now=T0 + 40)
+    wp = ob.upsert_workflow_progress("w1", status="completed", confidence=1.0, now=T0 + 40)
     assert wp.completed_at == T0 + 10
     assert wp.first_detected_at == T0
     assert wp.last_evaluated_at == T0 + 40
@@ -95,12 +98,14 @@ def test_workflow_completed_at_is_stamped_once_and_never_moves():
 
 
 def test_step_completed_at_is_stamped_once_and_never_moves():
-    wp = new_state().onboarding.upsert_workflow_progress("w1", status="in_progress", confidence=0.2, now=T0)
-    step = wp.upsert_step_progress("s1", status="in_progress", confidence=0.3, now=T0)
-    assert step.completed_at is None
-    wp.upsert_step_progress("s1", status="completed", confidence=0.9, now=T0 + 5)
-    wp.upsert_step_progress("s1", status="not_started", confidence=0.1, now=T0 + 6)
-    wp.upsert_step_progress("s1", status="completed", confidence=0.9, now=T0 + 7)
+    ob = new_state().onboarding
+    ob.upsert_workflow_progress("w1", status="in_progress", confidence=0.2, now=T0)
+    wp = ob.upsert_step_progress("w1", "s1", status="in_progress", confidence=0.3, now=T0)
+    assert wp.steps["s1"].completed_at is None
+    ob.upsert_step_progress("w1", "s1", status="completed", confidence=0.9, now=T0 + 5)
+    ob.upsert_step_progress("w1", "s1", status="not_started", confidence=0.1, now=T0 + 6)
+    wp = ob.upsert_step_progress("w1", "s1", status="completed", confidence=0.9, now=T0 + 7)
+    step = wp.steps["s1"]
     assert step.completed_at == T0 + 5
     assert step.last_evaluated_at == T0 + 7
     assert wp.completed_step_ids == ["s1"]
@@ -290,13 +295,15 @@ def test_apply_session_snapshot_accumulates_completion_and_counts():
 @pytest.mark.parametrize("bad", BAD_NUMBERS)
 def test_bad_numbers_to_mutations_raise_invalid_value(bad):
     state = new_state()
-    wp = state.onboarding.upsert_workflow_progress("w1", status="in_progress", confidence=0.1)
+    state.onboarding.upsert_workflow_progress("w1", status="in_progress", confidence=0.1)
     calls = [
         lambda: state.set_mastery(rating=bad, level="novice"),
         lambda: state.onboarding.upsert_workflow_progress("w1", status="completed", confidence=bad),
         lambda: state.onboarding.upsert_workflow_progress("w1", status="completed", confidence=0.5, now=bad),
-        lambda: wp.upsert_step_progress("s1", status="completed", confidence=bad),
-        lambda: wp.upsert_step_progress("s1", status="completed", confidence=0.5, now=bad),
+        lambda: state.onboarding.upsert_step_progress("w1", "s1", status="completed", confidence=bad),
+        lambda: state.onboarding.upsert_step_progress(
+            "w1", "s1", status="completed", confidence=0.5, now=bad
+        ),
         lambda: state.mark_welcomed(now=bad),
         lambda: state.mark_judged(now=bad),
         lambda: state.onboarding.mark_onboarding_complete(now=bad),
@@ -346,7 +353,7 @@ def test_bad_enums_raise_invalid_value():
     with pytest.raises(InvalidValueError):
         state.onboarding.upsert_workflow_progress("w1", status="done", confidence=0.5)
     with pytest.raises(InvalidValueError):
-        wp.upsert_step_progress("s1", status="half", confidence=0.5)
+        state.onboarding.upsert_step_progress("w1", "s1", status="half", confidence=0.5)
     with pytest.raises(InvalidValueError):
         SessionSnapshot.from_adoption_state(
             state,
@@ -380,7 +387,7 @@ def test_empty_workflow_step_and_session_ids_raise_invalid_id():
     with pytest.raises(InvalidIdError):
         state.onboarding.upsert_workflow_progress("", status="in_progress", confidence=0.1)
     with pytest.raises(InvalidIdError):
-        wp.upsert_step_progress(" ", status="in_progress", confidence=0.1)
+        state.onboarding.upsert_step_progress("w1", " ", status="in_progress", confidence=0.1)
     with pytest.raises(InvalidIdError):
         SessionSnapshot.from_adoption_state(
             state, session_id="", session_number=1, started_at=T0, catalog_workflow_ids=[]
@@ -469,9 +476,7 @@ def test_duration_is_never_negative_and_rounded(started, now, duration):
 
 def test_snapshot_is_a_deep_copy_of_the_state():
     state = state_with_progress()
-    state.onboarding.workflow_progress["a"].upsert_step_progress(
-        "s1", status="in_progress", confidence=0.5, now=T0
-    )
+    state.onboarding.upsert_step_progress("a", "s1", status="in_progress", confidence=0.5, now=T0)
     snap = SessionSnapshot.from_adoption_state(
         state, session_id="s1", session_number=1, started_at=T0, catalog_workflow_ids=["a", "b"]
     )
@@ -479,14 +484,16 @@ def test_snapshot_is_a_deep_copy_of_the_state():
     ob = state.onboarding
     ob.upsert_workflow_progress("a", status="in_progress", confidence=0.1, evidence="undo", now=T0)
     ob.upsert_workflow_progress("c", status="completed", confidence=1.0, now=T0)
-    ob.workflow_progress["a"].upsert_step_progress("s1", status="completed", confidence=1.0)
-    ob.workflow_progress["b"].steps["new"] = ob.workflow_progress["a"].steps["s1"]
+    ob.upsert_step_progress("a", "s1", status="completed", confidence=1.0)
+    with pytest.raises(AttributeError):  # a frozen part: changed only by replacing it
+        ob.workflow_progress["b"].status = WorkflowStatus.COMPLETED  # type: ignore[misc]
     state.set_mastery(rating=10, level="power_user")
     state.record_discovered_features(["later"])
     ob.mark_onboarding_complete(now=T0)
     assert snap.to_dict() == frozen
-    assert snap.workflow_progress["a"] is not ob.workflow_progress["a"]
-    assert snap.mastery is not state.mastery
+    assert snap.workflow_progress is not ob.workflow_progress
+    assert snap.workflow_progress["a"] is not ob.workflow_progress["a"]  # replaced in the state, not changed
+    assert snap.workflow_progress["b"] is ob.workflow_progress["b"]  # untouched: shared, and frozen
 
 
 def test_snapshot_is_immutable():
@@ -512,8 +519,8 @@ def test_snapshot_is_immutable():
 def rich_state() -> UserAdoptionState:
     state = state_with_progress()
     state.metadata = {"role": "admin", "nested": {"list": [1, 2.5, None, True, "x"]}}
-    state.onboarding.workflow_progress["a"].upsert_step_progress(
-        "s1", status="completed", confidence=1.0, evidence="saved", now=T0 + 1
+    state.onboarding.upsert_step_progress(
+        "a", "s1", status="completed", confidence=1.0, evidence="saved", now=T0 + 1
     )
     state.onboarding.record_step_in(
         StepInAssessment(decided_at=T0 + 2, should_step_in=True, reason="stuck", suggested_workflow_ids=["b"])

@@ -60,4 +60,4 @@ async def test_a_redis_cluster_client_is_accepted() -> None:
     cluster = RedisCluster(host="127.0.0.1", port=7000)  # nothing is dialled before the first command
     adapter = RedisStorageAdapter(client=cluster)
     assert adapter.describe() == {"db.system.name": "redis"}
-    assert adapter._pipeline.limit == 4  # no pool to size from: the adapter's own default
+    assert adapter.bundles_freeze is False  # a cluster pipeline reaches nodes in no set order

@@ -161,7 +161,7 @@ def test_reference_state_values_arrive_as_our_types():
         should_step_in=True,
         timing_assessment="idle for 40s",
         reason="stuck on invites",
-        suggested_workflow_ids=["invite_team"],
+        suggested_workflow_ids=("invite_team",),
     )
     assert ours.discovered_features == ["export", "filters", "column_editor"]
     assert ours.role == "admin"
@@ -231,10 +231,12 @@ def our_busy_state() -> UserAdoptionState:
     state.mark_welcomed(now=T0 + 1)
     state.mark_judged(now=T0 + 2)
     ob = state.onboarding
-    wp = ob.upsert_workflow_progress(
+    ob.upsert_workflow_progress(
         "create_project", status="completed", confidence=0.9, evidence="saved", source="tour", now=T0
     )
-    wp.upsert_step_progress("name", status="completed", confidence=1.0, evidence="typed", now=T0)
+    ob.upsert_step_progress(
+        "create_project", "name", status="completed", confidence=1.0, evidence="typed", now=T0
+    )
     ob.upsert_workflow_progress("invite_team", status="in_progress", confidence=0.3, now=T0 + 3)
     ob.record_step_in(StepInAssessment(decided_at=T0 + 4, reason="quiet", should_step_in=False))
     ob.mark_onboarding_complete(now=T0 + 5)

@@ -401,7 +401,7 @@ async def test_concurrent_ends_force_compare_and_set_retries(otel: Otel) -> None
     shared = InMemoryStorageAdapter()
     first, second = StorageManager([shared]), StorageManager([shared])
     await start_session(PRODUCT, USER, "s0", first)
-    await second.load_state(PRODUCT, USER)  # both now expect the same revision
+    await second.read_state(PRODUCT, USER)  # both now expect the same revision
     otel.exporter.clear()
     results = await asyncio.gather(
         end_session(PRODUCT, USER, snapshot_of("s1", 1, 2_000.0), first, summary="a"),
@@ -587,11 +587,11 @@ async def test_redis_spans_follow_database_conventions(otel: Otel) -> None:
     started = await start_session(PRODUCT, USER, "s1", manager)
     ended = await end_session(PRODUCT, USER, snapshot_of("s1", 1), manager, summary="x")
 
-    expected_commands = {"load_state": "GET", "swap_state": "EVAL", "create_snapshot": "SET"}
+    expected_commands = {"load_state": "GET", "swap_state": "EVALSHA", "freeze_and_swap": "PIPELINE"}
     spans = [s for s in otel.spans() if s.name.endswith(" redis")]
     calls = [*started.adapter_calls, *ended.adapter_calls]
     assert sorted(s.name for s in spans) == sorted(f"{c.operation} redis" for c in calls)
-    assert {"swap_state redis", "create_snapshot redis"} <= {s.name for s in spans}
+    assert {"swap_state redis", "freeze_and_swap redis"} <= {s.name for s in spans}
     for span in spans:
         operation = span.name.split()[0]
         attrs = dict(span.attributes or {})
@@ -672,6 +672,7 @@ def test_instrument_table_is_the_only_definition() -> None:
         "autoplay.adapter.operation.duration",
         "autoplay.adapter.operation.failures",
         "autoplay.snapshot.writes",
+        "autoplay.summaries.truncated",
         "autoplay.state.cas.conflicts",
         "autoplay.summarizer.duration",
         "autoplay.summarizer.failures",

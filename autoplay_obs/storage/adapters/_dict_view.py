@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from autoplay_obs._json import dumps, loads_object
 from autoplay_obs.storage._protocol import Stored, with_new_revision, without_revision
-from autoplay_obs.storage.adapters._json import dumps, loads
 
 __all__ = ["DictView"]
 
@@ -35,7 +35,7 @@ class DictView:
 
     async def get_user_state(self: _Primary, product_id: str, user_id: str) -> dict[str, Any] | None:
         stored = await self.load_state(product_id, user_id)
-        found = loads(None if stored is None else stored.raw)
+        found = loads_object(None if stored is None else stored.raw)
         return None if found is None else without_revision(found)
 
     async def save_session_snapshot(
@@ -46,4 +46,5 @@ class DictView:
     async def get_session_snapshot(
         self: _Primary, product_id: str, user_id: str, session_id: str
     ) -> dict[str, Any] | None:
-        return loads(await self.load_snapshot(product_id, user_id, session_id))
+        found = loads_object(await self.load_snapshot(product_id, user_id, session_id))
+        return None if found is None else without_revision(found)

@@ -85,6 +85,7 @@ class AmplitudeStorageAdapter:
     """
 
     name = "amplitude"
+    readable = False  # write-only: never in the primary's place
 
     def __init__(
         self,

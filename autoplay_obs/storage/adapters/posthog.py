@@ -78,6 +78,7 @@ class PostHogStorageAdapter:
     """
 
     name = "posthog"
+    readable = False  # write-only: never in the primary's place
 
     def __init__(
         self,

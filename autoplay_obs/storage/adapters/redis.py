@@ -1,30 +1,31 @@
-"""The Redis primary.
+"""The Redis primary, standalone or Redis Cluster, on redis-py's public API.
 
 Decisions:
 - Snapshots: ``SET key doc NX`` -- write-once, and the reply says whether this
   call created the record or found it there.
-- User state: compare-and-set in one server-side script. The token is the
+- User state: compare-and-set in one server-side script, registered with
+  ``register_script`` (EVALSHA, loaded again on NOSCRIPT). The token is the
   revision at the document's head, read with ``GETRANGE``; a document written
   by the reference package or by hand carries none and is compared by the
   SHA-1 of its bytes (``redis.sha1hex``), still exactly. A conflict returns the
-  current document in the same round trip.
-- Every command touches one key, so the adapter runs unchanged on Redis Cluster.
-- Timeouts and retries are short by default (a session start must not hang on
-  a dead server); pass your own client for anything else.
-- Commands are auto-pipelined (``_autopipeline``): at most ``pipelines``
-  are in flight, each on its own connection, and commands arriving meanwhile
-  go out together as the next one. Four is enough to keep a local server
-  busy: batching, not connections, is what scales (measured with
-  ``benchmarks/lifecycle.py``: 64 in flight did a third less work per second).
-  A session end's snapshot and state writes share one round trip (on a
-  Cluster, the snapshot goes first on its own), and the caller's own work can
-  run while the server answers (``swap_state_with``).
-- redis-py errors are mapped once, here, to ``StorageUnavailableError``.
+  current document in the same reply.
+- Both documents written here start with a random ``_rev``, so after redis-py
+  resends a command whose reply was lost, the stored head tells whether the
+  write that landed is ours: a resent compare-and-set sees its own revision,
+  a resent ``SET NX`` finds its own head (``GETRANGE``, 42 bytes).
+- Every command touches one key, so the adapter runs unchanged on Redis
+  Cluster; nothing assumes a user's keys share a node. On a standalone server
+  a session end's snapshot and first compare-and-set travel in one
+  non-transactional pipeline (one round trip, snapshot first); a Cluster
+  pipeline sends to several nodes at once, so there the snapshot goes first.
+- ``wait_replicas=N`` makes each write wait (``WAIT``) until N replicas hold
+  it; a write they do not confirm in ``wait_timeout`` is reported as failed,
+  since a failover could lose it.
+- redis-py errors are mapped once, here, to the library's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from autoplay_obs.errors import (
@@ -35,12 +36,12 @@ from autoplay_obs.errors import (
     UnreadableDocumentError,
 )
 from autoplay_obs.storage._keys import session_key, user_state_key
-from autoplay_obs.storage._protocol import Stored, token_of
-from autoplay_obs.storage.adapters._autopipeline import AutoPipeline, Command, Replies
+from autoplay_obs.storage._loop import LoopBinding
+from autoplay_obs.storage._protocol import REVISION_END, REVISION_PREFIX, Stored, token_of
 from autoplay_obs.storage.adapters._dict_view import DictView
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import Redis, RedisCluster
 
 __all__ = ["RedisStorageAdapter"]
 
@@ -68,11 +69,7 @@ return {1}
 
 
 class RedisStorageAdapter(DictView):
-    """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``.
-
-    ``pipelines`` connections are checked out of the pool on first use and kept
-    until ``aclose()``; an injected client lends them for that long.
-    """
+    """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``."""
 
     name = "redis"
 
@@ -80,54 +77,64 @@ class RedisStorageAdapter(DictView):
         self,
         redis_url: str | None = None,
         *,
-        client: Redis | None = None,
+        client: Redis | RedisCluster | None = None,
+        cluster: bool = False,
         ttl_s: int | None = None,
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
         retries: int = 2,
-        pipelines: int = 4,
+        max_connections: int = 64,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         try:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialWithJitterBackoff
+            from redis.exceptions import NoScriptError
         except ImportError as exc:
             raise MissingDependencyError("RedisStorageAdapter", "redis") from exc
         if (redis_url is None) == (client is None):
             raise ConfigurationError("RedisStorageAdapter needs exactly one of redis_url= or client=")
-        if pipelines < 1:
-            raise ConfigurationError(f"pipelines must be at least 1, got {pipelines}")
         if ttl_s is not None and ttl_s <= 0:
             raise ConfigurationError(f"ttl_s must be a positive number of seconds, got {ttl_s}")
+        if wait_replicas < 0 or wait_timeout <= 0:
+            raise ConfigurationError("wait_replicas must be >= 0 and wait_timeout > 0")
+        self._owns_client = client is None
         if client is None:
             assert redis_url is not None
+            retry = Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries)
+            options: dict[str, Any] = {
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": connect_timeout,
+                "retry": retry,
+            }
             try:
-                pool = aioredis.ConnectionPool.from_url(
-                    redis_url,
-                    max_connections=pipelines,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=connect_timeout,
-                    retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries),
-                )
-            except ValueError as exc:
+                if cluster:
+                    client = aioredis.RedisCluster.from_url(redis_url, **options)
+                else:  # a blocking pool: a burst waits for a connection instead of failing
+                    pool = aioredis.BlockingConnectionPool.from_url(
+                        redis_url, max_connections=max_connections, timeout=socket_timeout, **options
+                    )
+                    client = aioredis.Redis(connection_pool=pool)
+            except (ValueError, aioredis.RedisError) as exc:
                 raise ConfigurationError(f"bad redis_url: {exc}") from exc
-            client = aioredis.Redis(connection_pool=pool)
-            self._owns_client = True
-        else:
-            self._owns_client = False
-        self._redis: Redis = client
+        self._redis = client
+        self._cluster = isinstance(client, aioredis.RedisCluster)
+        # A cluster pipeline reaches the nodes in no set order: there the snapshot goes first, alone.
+        self.bundles_freeze = not self._cluster
+        self._swap_script = client.register_script(_SWAP_SCRIPT)
         self._ttl_s = ttl_s
         self._expiry: tuple[str | int, ...] = () if ttl_s is None else ("EX", ttl_s)
-        pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", None)
-        self._pipeline = AutoPipeline(client, min(pipelines, pool_size or pipelines))
-        # Not a Cluster: one round trip is one connection, so it keeps its commands' order.
-        self._one_connection = getattr(client, "connection_pool", None) is not None
+        self._wait = (wait_replicas, int(wait_timeout * 1000))
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
+        self._noscript: type[BaseException] = NoScriptError
+        self._loop = LoopBinding("RedisStorageAdapter", strict=True)
 
     def describe(self) -> dict[str, str | int]:
         """Span attributes naming the server, per the OpenTelemetry database conventions."""
         pool = getattr(self._redis, "connection_pool", None)
-        if pool is None:  # a cluster client: each command's node is its own
+        if self._cluster or pool is None:  # each command's node is its own
             return {"db.system.name": "redis"}
         kwargs = pool.connection_kwargs
         attributes: dict[str, str | int] = {
@@ -146,111 +153,116 @@ class RedisStorageAdapter(DictView):
             return UnreadableDocumentError("key holds a non-string Redis value")
         return StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}")
 
-    async def _call(self, *commands: Command, while_waiting: Callable[[], object] | None = None) -> Replies:
-        """The commands' replies, each error mapped to ours (raised when it is the connection's)."""
+    async def _do(self, command: Any) -> Any:
+        """Await one redis-py call, its errors mapped to ours."""
+        self._loop.check()
         try:
-            replies = await self._pipeline.call(*commands, while_waiting=while_waiting)
+            return await command
         except self._errors as exc:
             raise self._error(exc) from exc
-        mapped = Replies(self._error(r) if isinstance(r, self._errors) else r for r in replies)
-        mapped.resent = replies.resent
-        return mapped
 
-    async def _one(self, command: Command) -> Any:
-        (reply,) = await self._call(command)
-        if isinstance(reply, AutoplayError):
-            raise reply
-        return reply
-
-    async def _get(self, key: str) -> bytes | None:
-        # The client is built without decode_responses, so replies are bytes.
-        return cast("bytes | None", await self._one(("GET", key)))
+    async def _replicated(self, key: str) -> None:
+        """After a write: wait until ``wait_replicas`` replicas hold it, or fail the write."""
+        replicas, timeout_ms = self._wait
+        if replicas == 0:
+            return
+        if self._cluster:  # WAIT has no key: send it to the node that owns this one
+            node = self._redis.get_node_from_key(key)  # type: ignore[union-attr]
+            acked = await self._do(
+                self._redis.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+            )
+        else:
+            acked = await self._do(self._redis.execute_command("WAIT", replicas, timeout_ms))
+        if int(acked) < replicas:
+            raise StorageUnavailableError(f"redis: write reached {acked} of {replicas} replicas in time")
 
     async def load_state(self, product_id: str, user_id: str) -> Stored | None:
-        raw = await self._get(user_state_key(product_id, user_id))
+        raw = await self._do(self._redis.get(user_state_key(product_id, user_id)))
         return None if raw is None else Stored(raw, token_of(raw))
-
-    def _swap(self, product_id: str, user_id: str, raw: bytes, expected: str | None) -> Command:
-        key = user_state_key(product_id, user_id)
-        args = (expected or "", raw, str(self._ttl_s or 0))
-        # EVAL, not EVALSHA: the server caches the compiled script by its hash either
-        # way, and a pipeline then never meets NOSCRIPT (after a restart or a flush).
-        return ("EVAL", _SWAP_SCRIPT, 1, key, *args)
-
-    @staticmethod
-    def _swapped(reply: Any) -> tuple[bool, Stored | None]:
-        if reply[0] == 1:
-            return True, None
-        current = reply[1] if len(reply) > 1 else None
-        return False, None if current is None else Stored(current, token_of(current))
 
     async def swap_state(
         self, product_id: str, user_id: str, raw: bytes, expected: str | None
     ) -> tuple[bool, Stored | None]:
-        return self._swapped(await self._one(self._swap(product_id, user_id, raw, expected)))
+        key = user_state_key(product_id, user_id)
+        reply = await self._do(self._swap_script(keys=[key], args=self._swap_args(raw, expected)))
+        return await self._after_swap(key, reply)
 
-    def _freeze(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> Command:
-        return ("SET", session_key(product_id, user_id, session_id), raw, "NX", *self._expiry)
+    def _swap_args(self, raw: bytes, expected: str | None) -> tuple[str | bytes, ...]:
+        return (expected or "", raw, str(self._ttl_s or 0))
 
-    async def _created(
-        self, reply: Any, resent: bool, product_id: str, user_id: str, snapshot: tuple[str, bytes]
-    ) -> bool | AutoplayError:
-        """Whether ``SET NX`` stored the snapshot. After a lost reply its command went out
-        twice and the second found the first one's work: the stored bytes tell."""
-        if isinstance(reply, AutoplayError):
-            return reply
-        if reply is not None or not resent:
-            return reply is not None
-        try:
-            return await self._get(session_key(product_id, user_id, snapshot[0])) == snapshot[1]
-        except AutoplayError as exc:
-            return exc
+    async def _after_swap(self, key: str, reply: Any) -> tuple[bool, Stored | None]:
+        if isinstance(reply, self._errors):
+            raise self._error(reply)
+        if reply[0] == 1:
+            await self._replicated(key)
+            return True, None
+        current = reply[1] if len(reply) > 1 else None
+        return False, None if current is None else Stored(current, token_of(current))
 
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
-        replies = await self._call(self._freeze(product_id, user_id, session_id, raw))
-        created = await self._created(replies[0], replies.resent, product_id, user_id, (session_id, raw))
-        if isinstance(created, AutoplayError):
-            raise created
+        key = session_key(product_id, user_id, session_id)
+        return await self._after_freeze(
+            key, await self._do(self._redis.set(key, raw, nx=True, ex=self._ttl_s)), raw
+        )
+
+    async def _after_freeze(self, key: str, reply: Any, raw: bytes) -> bool:
+        """Whether ``SET NX`` stored ``raw``: yes, or it finds its own head after a resend."""
+        if isinstance(reply, self._errors):
+            raise self._error(reply)
+        created = reply is not None
+        if not created and raw.startswith(REVISION_PREFIX):
+            head = await self._do(self._redis.getrange(key, 0, REVISION_END))
+            created = cast(bytes, head) == raw[: REVISION_END + 1]
+        if created:
+            await self._replicated(key)
         return created
 
-    async def swap_state_with(
+    async def freeze_and_swap(
         self,
         product_id: str,
         user_id: str,
+        session: tuple[str, bytes],
         raw: bytes,
         expected: str | None,
-        *,
-        snapshot: tuple[str, bytes] | None = None,
-        while_waiting: Callable[[], object] | None = None,
-    ) -> tuple[bool | AutoplayError | None, tuple[bool, Stored | None] | AutoplayError]:
-        """``swap_state``, after a ``create_snapshot`` of ``snapshot`` (session id, bytes) in the
-        same round trip, running ``while_waiting`` while the server works.
+    ) -> tuple[bool | AutoplayError, tuple[bool, Stored | None] | AutoplayError]:
+        """``create_snapshot`` then ``swap_state`` in one round trip (standalone: ``bundles_freeze``).
 
-        Returns whether the snapshot was created (None without one) and the swap's
-        result; each part's own error comes back in its place, a connection error raises.
+        Each part's own error comes back in its place; a connection error raises.
         """
-        swap = self._swap(product_id, user_id, raw, expected)
-        if snapshot is None:
-            (swapped,) = await self._call(swap, while_waiting=while_waiting)
-            return None, swapped if isinstance(swapped, AutoplayError) else self._swapped(swapped)
-        freeze = self._freeze(product_id, user_id, *snapshot)
-        if self._one_connection:
-            replies = await self._call(freeze, swap, while_waiting=while_waiting)
-            frozen, swapped = replies
-        else:  # a Cluster sends each node's part at once: the snapshot must go first, alone
-            replies = await self._call(freeze)
-            frozen, (swapped,) = replies[0], await self._call(swap, while_waiting=while_waiting)
-        created = await self._created(frozen, replies.resent, product_id, user_id, snapshot)
-        return created, swapped if isinstance(swapped, AutoplayError) else self._swapped(swapped)
+        session_id, snapshot = session
+        snapshot_key = session_key(product_id, user_id, session_id)
+        state_key = user_state_key(product_id, user_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(snapshot_key, snapshot, nx=True, ex=self._ttl_s)
+        pipe.evalsha(self._swap_script.sha, 1, state_key, *self._swap_args(raw, expected))
+        frozen, swapped = await self._do(pipe.execute(raise_on_error=False))
+        if isinstance(swapped, self._noscript):  # a restarted or flushed server: the script loads again
+            swapped = await _settled(
+                self._do(self._swap_script(keys=[state_key], args=self._swap_args(raw, expected)))
+            )
+        created = await _settled(self._after_freeze(snapshot_key, frozen, snapshot))
+        if isinstance(swapped, AutoplayError):
+            return created, swapped
+        return created, await _settled(self._after_swap(state_key, swapped))
 
     async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
-        return await self._get(session_key(product_id, user_id, session_id))
+        raw = await self._do(self._redis.get(session_key(product_id, user_id, session_id)))
+        return cast("bytes | None", raw)
 
     async def _put_state(self, product_id: str, user_id: str, raw: bytes) -> None:
-        await self._one(("SET", user_state_key(product_id, user_id), raw, *self._expiry))
+        key = user_state_key(product_id, user_id)
+        await self._do(self._redis.set(key, raw, ex=self._ttl_s))
+        await self._replicated(key)
 
     async def aclose(self) -> None:
-        """Close the connection pool this adapter created (an injected client is yours)."""
-        await self._pipeline.aclose()
+        """Close the client this adapter created (an injected client is yours)."""
         if self._owns_client:
             await self._redis.aclose()
+
+
+async def _settled(step: Any) -> Any:
+    """A step's value, or the library error it raised, in its place."""
+    try:
+        return await step
+    except AutoplayError as exc:
+        return exc
