@@ -1,4 +1,4 @@
-"""``python -m autoplay_obs`` / ``autoplay-obs``: the command line (today: ``demo``)."""
+"""``python -m autoplay_obs`` / ``autoplay-obs``: the command line (today: ``demo``, and ``--version``)."""
 
 from __future__ import annotations
 
