@@ -67,6 +67,18 @@ end
 return {1}
 """
 
+# The command each manager operation sends (a cache hit sends none); see describe_operation.
+_COMMANDS = {
+    "load_state": "GET",
+    "load_snapshot": "GET",
+    "get_user_state": "GET",
+    "get_session_snapshot": "GET",
+    "create_snapshot": "SET",
+    "save_user_state": "SET",
+    "save_session_snapshot": "SET",
+    "swap_state": "EVALSHA",
+}
+
 
 class RedisStorageAdapter(DictView):
     """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``."""
@@ -91,7 +103,7 @@ class RedisStorageAdapter(DictView):
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialWithJitterBackoff
-            from redis.exceptions import NoScriptError
+            from redis.exceptions import NoScriptError, ResponseError
         except ImportError as exc:
             raise MissingDependencyError("RedisStorageAdapter", "redis") from exc
         if (redis_url is None) == (client is None):
@@ -129,6 +141,7 @@ class RedisStorageAdapter(DictView):
         self._wait = (wait_replicas, int(wait_timeout * 1000))
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._noscript: type[BaseException] = NoScriptError
+        self._response_error: type[BaseException] = ResponseError
         self._loop = LoopBinding("RedisStorageAdapter", strict=True)
 
     def describe(self) -> dict[str, str | int]:
@@ -147,6 +160,23 @@ class RedisStorageAdapter(DictView):
             attributes["server.address"] = str(kwargs.get("host", "localhost"))
             attributes["server.port"] = int(kwargs.get("port", 6379))
         return attributes
+
+    def describe_operation(self, operation: str) -> dict[str, str | int]:
+        """The command a manager operation sends, per the database conventions (for its span)."""
+        if operation == "freeze_and_swap":  # SET NX then EVALSHA, one non-transactional pipeline
+            return {"db.operation.name": "PIPELINE", "db.operation.batch.size": 2}
+        command = _COMMANDS.get(operation)
+        return {} if command is None else {"db.operation.name": command}
+
+    def describe_error(self, exc: BaseException) -> str | None:
+        """The Redis error prefix (``WRONGTYPE``, ``NOSCRIPT``, ...) behind ``exc``, if a server sent one."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, self._response_error):
+                prefix = str(seen).split(" ", 1)[0]
+                return prefix if prefix.isupper() else None
+            seen = seen.__cause__
+        return None
 
     def _error(self, exc: BaseException) -> AutoplayError:
         if "WRONGTYPE" in str(exc):
