@@ -204,7 +204,9 @@ class StorageManager:
                 error_type = type(exc).__name__
                 raise StorageUnavailableError(f"{name}: {error_type}: {exc}") from exc
             finally:
-                record = AdapterCall(name, role, operation, outcome, time.perf_counter() - started, error_type)
+                record = AdapterCall(
+                    name, role, operation, outcome, time.perf_counter() - started, error_type
+                )
                 calls = _recorder.get()
                 if calls is not None:
                     calls.append(record)

@@ -26,8 +26,17 @@ SINK_WRITES: Final = frozenset({"save_user_state", "save_session_snapshot"})
 class SessionCall:
     """Outcome of one lifecycle call's writes."""
 
-    __slots__ = ("closed", "emitted", "failed", "pending", "persisted", "primary_failed", "recorder")
-    __slots__ += ("trace_id", "traced")
+    __slots__ = (
+        "closed",
+        "emitted",
+        "failed",
+        "pending",
+        "persisted",
+        "primary_failed",
+        "recorder",
+        "trace_id",
+        "traced",
+    )
 
     def __init__(self, recorder: Recorder, traced: bool, trace_id: str | None) -> None:
         self.recorder = recorder

@@ -79,7 +79,9 @@ def sinks_started(count: int) -> None:
         call.pending += count
 
 
-def _event(name: str, attributes: dict[str, Any], key: str, labels: tuple[str, ...], value: float = 1) -> None:
+def _event(
+    name: str, attributes: dict[str, Any], key: str, labels: tuple[str, ...], value: float = 1
+) -> None:
     t = current()
     if t is None:
         return

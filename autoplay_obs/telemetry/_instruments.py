@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["ADAPTER_BUCKETS", "DB_CLIENT_BUCKETS", "DB_LABELS", "INSTRUMENTS", "SUMMARIZER_BUCKETS", "Instrument"]
+__all__ = [
+    "ADAPTER_BUCKETS",
+    "DB_CLIENT_BUCKETS",
+    "DB_LABELS",
+    "INSTRUMENTS",
+    "SUMMARIZER_BUCKETS",
+    "Instrument",
+]
 
 ADAPTER_BUCKETS: Final = (
     0.0005,

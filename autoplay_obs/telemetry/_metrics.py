@@ -29,11 +29,12 @@ __all__ = ["Recorder"]
 class Recorder:
     """One meter's instruments (built once) and the Prometheus instruments, if on."""
 
-    __slots__ = ("otel", "prom")
+    __slots__ = ("_attributes", "otel", "prom")
 
     def __init__(self, meter: metrics.Meter) -> None:
         self.otel: dict[str, tuple[Callable[..., None], tuple[str, ...]]] = {}
         self.prom: Mapping[str, Any] | None = None
+        self._attributes: dict[tuple[str, tuple[str, ...]], dict[str, str] | None] = {}
         for key, inst in INSTRUMENTS.items():
             if inst.kind == "observed_counter":
                 meter.create_observable_counter(
@@ -55,7 +56,12 @@ class Recorder:
         self, key: str, value: float, labels: tuple[str, ...] = (), trace_id: str | None = None
     ) -> None:
         record, names = self.otel[key]
-        record(value, dict(zip(names, labels, strict=True)) if names else None)
+        try:
+            attributes = self._attributes[(key, labels)]
+        except KeyError:  # label values are bounded sets: each mapping is built once
+            attributes = dict(zip(names, labels, strict=True)) if names else None
+            self._attributes[(key, labels)] = attributes
+        record(value, attributes)
         prom = self.prom
         if prom is not None:
             _prometheus(prom[key], INSTRUMENTS[key].kind, value, labels, trace_id)

@@ -132,10 +132,17 @@ def _finish(t: Telemetry, phase: str, span: Any, call: SessionCall, result: Any)
             events.append(("autoplay.snapshot.exists", {}))
         record("snapshot_writes", 1, ("created" if created else "duplicate",), trace_id)
     if result.repairs:
-        events.append(("autoplay.document.repaired", {"autoplay.document": "state", "autoplay.repairs": len(result.repairs)}))
+        events.append(
+            (
+                "autoplay.document.repaired",
+                {"autoplay.document": "state", "autoplay.repairs": len(result.repairs)},
+            )
+        )
         record("documents_repaired", 1, ("state",), trace_id)
     if isinstance(error, DocumentError):
-        events.append(("autoplay.document.refused", {"autoplay.document": "state", "error.type": type(error).__name__}))
+        events.append(
+            ("autoplay.document.refused", {"autoplay.document": "state", "error.type": type(error).__name__})
+        )
         record("documents_refused", 1, ("state",), trace_id)
     truncated = getattr(result, "summary_truncated", 0)
     if truncated:
@@ -218,7 +225,9 @@ async def run_summarizer(
     t.recorder.record("summarizer_duration", duration, (), trace_id)
     if error_type is not None:
         t.recorder.record("summarizer_failures", 1, (error_type,), trace_id)
-        log.warning(("summarizer", error_type), f"summarizer failed: {error_type}", span, error_type=error_type)
+        log.warning(
+            ("summarizer", error_type), f"summarizer failed: {error_type}", span, error_type=error_type
+        )
     return produced
 
 
@@ -226,7 +235,9 @@ def _failure_outcome(error_type: str) -> str:
     return "timeout" if error_type == "TimeoutError" else "error"
 
 
-def traced(phase: str, names: tuple[str, ...]) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+def traced(
+    phase: str, names: tuple[str, ...]
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Internal form of ``traced_session``; the current telemetry is looked up per call."""
     from autoplay_obs.telemetry._telemetry import current
 

@@ -98,7 +98,7 @@ def describe(adapter: object, name: str, role: str, operation: str) -> Described
         **_asked(adapter, "describe"),
         **_asked(adapter, "describe_operation", operation),
     }
-    db = None
+    db: dict[str, Any] | None = None
     if role == "primary" and "db.system.name" in attributes:
         db = {k: attributes[k] for k in DB_LABELS if k in attributes}
     found = known[(role, operation)] = Described(_span_name(attributes, operation, name), attributes, db)
@@ -120,7 +120,18 @@ def _db_error(adapter: object, exc: BaseException | None) -> str | None:
 class AdapterSpan:
     """``with telemetry.adapter_call(adapter, name, role, operation) as span: ... span.done(record)``."""
 
-    __slots__ = ("_adapter", "_call", "_name", "_operation", "_record", "_role", "_span", "_t", "_token")
+    __slots__ = (
+        "_adapter",
+        "_call",
+        "_found",
+        "_name",
+        "_operation",
+        "_record",
+        "_role",
+        "_span",
+        "_t",
+        "_token",
+    )
 
     def __init__(self, t: Telemetry, adapter: object, name: str, role: str, operation: str) -> None:
         self._t, self._adapter, self._name, self._role, self._operation = t, adapter, name, role, operation
@@ -128,11 +139,12 @@ class AdapterSpan:
         self._token: object = None
         self._record: Any = None
         self._call: Any = None
+        self._found: Described | None = None
 
     def __enter__(self) -> AdapterSpan:
         call = self._call = current_call()
         if call is None or call.traced:
-            found = describe(self._adapter, self._name, self._role, self._operation)
+            found = self._found = describe(self._adapter, self._name, self._role, self._operation)
             span = self._span = self._t.tracer.start_span(
                 found.name, kind=SpanKind.CLIENT, attributes=found.attributes
             )
@@ -186,7 +198,8 @@ class AdapterSpan:
         if failed:
             recorder.record("adapter_failures", 1, (name, role, operation, str(error_type)), trace_id)
         if t.switches.db_metrics and role == "primary":
-            db = describe(self._adapter, self._name, role, self._operation).db
+            found = self._found or describe(self._adapter, self._name, role, self._operation)
+            db = found.db
             if db is not None:
                 attributes = {**db, "error.type": span_error} if failed else db
                 recorder.record_attributes("db_operation_duration", record.duration_s, attributes, trace_id)

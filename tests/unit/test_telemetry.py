@@ -613,11 +613,19 @@ async def test_redis_spans_follow_database_conventions(otel: Otel) -> None:
     assert [(s.name, dict(s.attributes or {})) for s in spans] == [
         (
             "GET 0",
-            {**adapter_attrs("redis", "primary", "load_state", "not_found"), **server, "db.operation.name": "GET"},
+            {
+                **adapter_attrs("redis", "primary", "load_state", "not_found"),
+                **server,
+                "db.operation.name": "GET",
+            },
         ),
         (
             "EVALSHA 0",
-            {**adapter_attrs("redis", "primary", "swap_state", "ok"), **server, "db.operation.name": "EVALSHA"},
+            {
+                **adapter_attrs("redis", "primary", "swap_state", "ok"),
+                **server,
+                "db.operation.name": "EVALSHA",
+            },
         ),
         (
             "PIPELINE 0",
@@ -636,7 +644,17 @@ async def test_redis_spans_follow_database_conventions(otel: Otel) -> None:
         labels(**server, **{"db.operation.name": "EVALSHA"}): 1,
         labels(**server, **{"db.operation.name": "PIPELINE"}): 1,
     }
-    assert otel.buckets("db.client.operation.duration") == (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+    assert otel.buckets("db.client.operation.duration") == (
+        0.001,
+        0.005,
+        0.01,
+        0.05,
+        0.1,
+        0.5,
+        1.0,
+        5.0,
+        10.0,
+    )
 
 
 async def test_redis_error_type_is_the_error_prefix(otel: Otel) -> None:

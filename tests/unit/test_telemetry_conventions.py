@@ -93,7 +93,9 @@ async def test_a_custom_adapters_own_span_is_a_child_of_the_adapter_span(otel: C
     adapter = TracingPrimary(otel.tracer_provider.get_tracer("custom"))
     await start_session(PRODUCT, USER, "s1", StorageManager([adapter]))
 
-    start, ours, theirs = (otel.span(n) for n in ("autoplay.session.start", "swap_state traced", "custom.swap"))
+    start, ours, theirs = (
+        otel.span(n) for n in ("autoplay.session.start", "swap_state traced", "custom.swap")
+    )
     assert ours.parent is not None and ours.parent.span_id == start.context.span_id
     assert theirs.parent is not None and theirs.parent.span_id == ours.context.span_id
     assert theirs.context.trace_id == start.context.trace_id
@@ -174,7 +176,9 @@ class ListSink:
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
         return None
 
-    async def save_session_snapshot(self, product_id: str, user_id: str, sid: str, doc: dict[str, Any]) -> None:
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, sid: str, doc: dict[str, Any]
+    ) -> None:
         self.seen.append("snapshot")
 
     async def get_session_snapshot(self, product_id: str, user_id: str, sid: str) -> dict[str, Any] | None:
@@ -201,7 +205,11 @@ async def test_no_span_event_attribute_or_label_carries_the_user_id(otel: Captur
     assert otel.spans() and manager.sinks[0].seen  # type: ignore[attr-defined]
     for span in otel.spans():
         dumped = json.dumps(
-            [span.name, dict(span.attributes or {}), [(e.name, dict(e.attributes or {})) for e in span.events]]
+            [
+                span.name,
+                dict(span.attributes or {}),
+                [(e.name, dict(e.attributes or {})) for e in span.events],
+            ]
         )
         assert USER not in dumped, span.name
     data = otel.reader.get_metrics_data()
