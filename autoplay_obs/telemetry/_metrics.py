@@ -69,8 +69,9 @@ class Recorder:
     def record_attributes(
         self, key: str, value: float, attributes: Mapping[str, Any], trace_id: str | None = None
     ) -> None:
+        """``attributes`` holds only the instrument's label names (each optional)."""
         record, names = self.otel[key]
-        record(value, {name: attributes[name] for name in names if name in attributes})
+        record(value, attributes)
         prom = self.prom
         if prom is not None:
             labels = tuple(str(attributes.get(name, "")) for name in names)
