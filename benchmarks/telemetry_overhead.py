@@ -160,40 +160,45 @@ def span_microbench(n: int = 20_000) -> dict[str, float]:
     return out
 
 
-async def hook_microbench(calls: float, n: int = 100_000) -> dict[str, float]:
-    """The no-SDK hooks alone: what a pair pays for telemetry being on but unconfigured."""
+async def hook_microbench(calls: float, n: int = 50_000) -> dict[str, float]:
+    """The no-SDK hooks alone, against the same code with telemetry off, paired per round.
+
+    A "session" here is a decorated coroutine making ``calls / 2`` adapter
+    calls through the manager's hook, as a lifecycle call does; a pair is two.
+    """
     from autoplay_obs.storage import AdapterCall, Outcome
     from autoplay_obs.telemetry import _hooks
 
-    telemetry.set_enabled(True)
     telemetry.use_providers()
     prometheus.disable()
     adapter = InMemoryStorageAdapter()
     record = AdapterCall("memory", "primary", "swap_state", Outcome.OK, 1e-5)
+    per_session = max(1, round(calls / 2))
 
     class Result:
         persisted, error, repairs, degraded, onboarding_session = True, None, (), False, None
 
-    async def nothing(product_id: str, user_id: str, session_id: str) -> Any:
+    async def session(product_id: str, user_id: str, session_id: str) -> Any:
+        for _ in range(per_session):
+            with _hooks.adapter_call(adapter, "memory", "primary", "swap_state") as span:
+                span.done(record)
         return Result
 
-    wrapped = _hooks.traced_session("start")(nothing)
+    wrapped = _hooks.traced_session("start")(session)
 
-    started = time.perf_counter()
-    for _ in range(n):
-        await nothing("p", "u", "s")
-    bare = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(n):
-        await wrapped("p", "u", "s")
-    decorated = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(n):
-        with _hooks.adapter_call(adapter, "memory", "primary", "swap_state") as span:
-            span.done(record)
-    adapter_us = (time.perf_counter() - started) / n * 1e6
-    session_us = (decorated - bare) / n * 1e6
-    return {"calls": calls, "per_pair": 2 * session_us + calls * adapter_us}
+    async def block(enabled: bool) -> float:
+        telemetry.set_enabled(enabled)
+        started = time.perf_counter()
+        for _ in range(n):
+            await wrapped("p", "u", "s")
+        return (time.perf_counter() - started) / n * 1e6
+
+    diffs = []
+    for _ in range(5):
+        off, on = await block(False), await block(True)
+        diffs.append(on - off)
+    telemetry.set_enabled(True)
+    return {"calls": 2 * per_session, "per_pair": 2 * statistics.median(diffs)}
 
 
 async def main(pairs: int, rounds: int) -> None:

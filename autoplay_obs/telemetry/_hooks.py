@@ -19,10 +19,10 @@ from opentelemetry import trace
 
 from autoplay_obs.errors import DocumentError
 from autoplay_obs.telemetry import _session
-from autoplay_obs.telemetry._calls import current_call, trace_id_of
+from autoplay_obs.telemetry._calls import IDLE, SessionCall, current_call, trace_id_of
 from autoplay_obs.telemetry._delivery import delivery_counts, register_delivery_ledger
 from autoplay_obs.telemetry._log import log
-from autoplay_obs.telemetry._spans import NULL_ADAPTER_SPAN, AdapterSpan
+from autoplay_obs.telemetry._spans import IDLE_ADAPTER_SPAN, NULL_ADAPTER_SPAN, AdapterSpan
 from autoplay_obs.telemetry._telemetry import current
 
 __all__ = [
@@ -49,7 +49,12 @@ _SESSION_PARAMETERS = {
 def adapter_call(adapter: object, name: str, role: str, operation: str) -> AdapterSpan | Any:
     """The span around one adapter call (a null one when telemetry is off)."""
     t = current()
-    return NULL_ADAPTER_SPAN if t is None else AdapterSpan(t, adapter, name, role, operation)
+    if t is None:
+        return NULL_ADAPTER_SPAN
+    call = current_call()
+    if call is IDLE or (call is None and t.idle()):
+        return IDLE_ADAPTER_SPAN
+    return AdapterSpan(t, adapter, name, role, operation)
 
 
 def traced_session(phase: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
@@ -75,7 +80,7 @@ def traced_summarizer(
 def sinks_started(count: int) -> None:
     """The manager started ``count`` background sink writes for the current lifecycle call."""
     call = current_call()
-    if call is not None:
+    if isinstance(call, SessionCall):
         call.pending += count
 
 
@@ -83,7 +88,7 @@ def _event(
     name: str, attributes: dict[str, Any], key: str, labels: tuple[str, ...], value: float = 1
 ) -> None:
     t = current()
-    if t is None:
+    if t is None or current_call() is IDLE or t.idle():
         return
     span = trace.get_current_span()
     if span.is_recording():

@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from autoplay_obs.errors import DocumentError
-from autoplay_obs.telemetry._calls import SessionCall, enter_call, leave_call, trace_id_of
+from autoplay_obs.telemetry._calls import IDLE, SessionCall, enter_call, leave_call, trace_id_of
 from autoplay_obs.telemetry._log import log, logger
 
 if TYPE_CHECKING:
@@ -121,6 +121,30 @@ async def run_session(
     return result
 
 
+async def run_idle(
+    phase: str, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> R:
+    """Nothing to record: the call runs as ``IDLE``; only a lost state change is logged."""
+    token = enter_call(IDLE)
+    try:
+        result = await fn(*args, **kwargs)
+    finally:
+        leave_call(token)
+    if not getattr(result, "persisted", True):
+        _log_not_persisted(phase, type(getattr(result, "error", None)).__name__, None)
+    return result
+
+
+def _log_not_persisted(phase: str, error_type: str, span: Any) -> None:
+    log.warning(
+        ("not_persisted", phase, error_type),
+        f"session {phase} not persisted: {error_type}",
+        span,
+        phase=phase,
+        error_type=error_type,
+    )
+
+
 def _finish(t: Telemetry, phase: str, span: Any, call: SessionCall, result: Any) -> None:
     """Events, outcome and counters of a finished lifecycle call (``span`` None: not recording)."""
     record, trace_id = t.recorder.record, call.trace_id
@@ -157,13 +181,7 @@ def _finish(t: Telemetry, phase: str, span: Any, call: SessionCall, result: Any)
         error_type = type(error).__name__
         events.append(("autoplay.state.not_persisted", {"autoplay.phase": phase, "error.type": error_type}))
         record("not_persisted", 1, (phase,), trace_id)
-        log.warning(
-            ("not_persisted", phase, error_type),
-            f"session {phase} not persisted: {error_type}",
-            span,
-            phase=phase,
-            error_type=error_type,
-        )
+        _log_not_persisted(phase, error_type, span)
     elif error is not None or call.primary_failed:
         outcome = "degraded"
     elif getattr(result, "duplicate", False):
@@ -200,6 +218,13 @@ async def run_summarizer(
     t: Telemetry, fn: Callable[P, Awaitable[tuple[str | None, str | None]]], *args: P.args, **kwargs: P.kwargs
 ) -> tuple[str | None, str | None]:
     """The summarizer inside its span; duration and failures counted."""
+    if t.idle():
+        produced = await fn(*args, **kwargs)
+        if produced[1] is not None:
+            log.warning(
+                ("summarizer", produced[1]), f"summarizer failed: {produced[1]}", None, error_type=produced[1]
+            )
+        return produced
     span = t.tracer.start_span("autoplay.summarizer")
     valid = span.get_span_context().is_valid
     token = otel_context.attach(trace.set_span_in_context(span)) if valid else None
@@ -249,6 +274,8 @@ def traced(
             t = current()
             if t is None:
                 return await fn(*args, **kwargs)
+            if t.idle():
+                return await run_idle(phase, fn, args, kwargs)
             return await run_session(t, phase, where, fn, args, kwargs)
 
         return wrapper

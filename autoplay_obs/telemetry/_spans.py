@@ -31,14 +31,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from autoplay_obs.telemetry._calls import current_call, trace_id_of
+from autoplay_obs.telemetry._calls import SessionCall, current_call, trace_id_of
 from autoplay_obs.telemetry._instruments import DB_LABELS
 from autoplay_obs.telemetry._log import log, logger
 
 if TYPE_CHECKING:
     from autoplay_obs.telemetry._telemetry import Telemetry
 
-__all__ = ["NULL_ADAPTER_SPAN", "AdapterSpan", "Described", "describe"]
+__all__ = ["IDLE_ADAPTER_SPAN", "NULL_ADAPTER_SPAN", "AdapterSpan", "Described", "describe"]
 
 FAILED: Final = frozenset({"error", "timeout", "cancelled"})
 _SCALARS: Final = (str, int, float, bool)
@@ -142,8 +142,9 @@ class AdapterSpan:
         self._found: Described | None = None
 
     def __enter__(self) -> AdapterSpan:
-        call = self._call = current_call()
-        if call is None or call.traced:
+        call = current_call()
+        self._call = call if isinstance(call, SessionCall) else None
+        if self._call is None or self._call.traced:
             found = self._found = describe(self._adapter, self._name, self._role, self._operation)
             span = self._span = self._t.tracer.start_span(
                 found.name, kind=SpanKind.CLIENT, attributes=found.attributes
@@ -207,16 +208,21 @@ class AdapterSpan:
         if call is not None:
             call.adapter_done(role, operation, failed)
         if failed:
-            log.warning(
-                ("adapter", name, role, operation, str(error_type)),
-                f"{role} {name} {operation} {outcome}: {error_type}",
-                span,
-                adapter=name,
-                role=role,
-                operation=operation,
-                outcome=outcome,
-                error_type=error_type,
-            )
+            log_failure(record, outcome, str(error_type), span)
+
+
+def log_failure(record: Any, outcome: str, error_type: str, span: Any) -> None:
+    name, role, operation = record.adapter, record.role, record.operation
+    log.warning(
+        ("adapter", name, role, operation, error_type),
+        f"{role} {name} {operation} {outcome}: {error_type}",
+        span,
+        adapter=name,
+        role=role,
+        operation=operation,
+        outcome=outcome,
+        error_type=error_type,
+    )
 
 
 class _NullAdapterSpan(contextlib.AbstractContextManager["_NullAdapterSpan"]):
@@ -232,3 +238,18 @@ class _NullAdapterSpan(contextlib.AbstractContextManager["_NullAdapterSpan"]):
 
 
 NULL_ADAPTER_SPAN: Final = _NullAdapterSpan()
+
+
+class _IdleAdapterSpan(_NullAdapterSpan):
+    """Nothing to record (no SDK, no Prometheus): only a failure is logged."""
+
+    __slots__ = ()
+
+    def done(self, record: Any) -> None:
+        if record.error_type is not None:
+            outcome = getattr(record.outcome, "value", record.outcome)
+            if outcome in FAILED:
+                log_failure(record, outcome, record.error_type, None)
+
+
+IDLE_ADAPTER_SPAN: Final = _IdleAdapterSpan()

@@ -3,10 +3,18 @@
 Decisions:
 - Built from the public API only: ``trace.get_tracer`` / ``metrics.get_meter``
   return the API's proxies until an application installs providers, and
-  follow them from then on. So "is an SDK installed?" is never asked: with
-  none, a span start returns an invalid span (which is then not attached and
-  gets no attributes) and a record is one check in a proxy instrument.
-  ``benchmarks/telemetry_overhead.py`` measures that path.
+  follow them from then on.
+- "Is an SDK installed?" (``idle()``) is answered with the public getters:
+  while both global providers are still the API's own (its proxy or no-op
+  classes, defined in ``opentelemetry.trace`` / ``opentelemetry.metrics``)
+  and Prometheus is off, there is nothing to record, and a lifecycle call and
+  its adapter calls only keep the rate-limited failure logs. The getters read
+  ``os.environ`` while nothing is set (microseconds each), so the answer
+  "idle" is kept for ``RECHECK_S``: providers installed after the first
+  lifecycle call are seen within that. Global providers are set once only,
+  so the first real one ends the checks; injected ones (``use_providers``)
+  are live at once. ``benchmarks/telemetry_overhead.py`` measures the idle
+  path against telemetry off.
 - ``use_providers`` (tests, benchmarks, ``configure_telemetry`` when a host
   already set global providers) swaps in another object built on the given
   providers; ``use_providers()`` returns to the global ones. Switches are
@@ -17,6 +25,7 @@ Decisions:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -39,12 +48,22 @@ __all__ = [
 ]
 
 SCOPE: Final = "autoplay_obs"
+RECHECK_S: Final = 0.5
+"""How long "no SDK installed" is believed before the global providers are looked at again."""
 
 
 class Telemetry:
     """A tracer and a recorder on given providers (default: the global ones), and the switches."""
 
-    __slots__ = ("meter_provider", "recorder", "switches", "tracer", "tracer_provider")
+    __slots__ = (
+        "_live",
+        "_next_check",
+        "meter_provider",
+        "recorder",
+        "switches",
+        "tracer",
+        "tracer_provider",
+    )
 
     def __init__(
         self,
@@ -70,6 +89,31 @@ class Telemetry:
             )
             recorder = Recorder(meter)
         self.recorder = recorder
+        self._live = tracer_provider is not None or meter_provider is not None
+        self._next_check = 0.0
+
+    def idle(self) -> bool:
+        """Nothing to record: no SDK provider (the global ones are the API's own) and no Prometheus."""
+        if self._live or self.recorder.prom is not None:
+            return False
+        now = time.monotonic()
+        if now < self._next_check:
+            return True
+        self._next_check = now + RECHECK_S
+        if _api_own(trace.get_tracer_provider()) and _api_own(metrics.get_meter_provider()):
+            return True
+        self._live = True  # a global provider is set once and for all
+        return False
+
+
+def _api_own(provider: object) -> bool:
+    """The API's proxy or no-op provider (a class of ``opentelemetry.trace`` / ``.metrics`` itself)."""
+    module = type(provider).__module__
+    return module in _API_MODULES or module.startswith(_API_PACKAGES)
+
+
+_API_MODULES: Final = frozenset({"opentelemetry.trace", "opentelemetry.metrics"})
+_API_PACKAGES: Final = ("opentelemetry.trace.", "opentelemetry.metrics.")
 
 
 _global = Telemetry()
