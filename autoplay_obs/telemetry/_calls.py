@@ -8,8 +8,6 @@ Decisions:
   sink write settles, which may be after the lifecycle call returned.
 - ``traced`` is False when the lifecycle span's context is invalid (no
   tracing SDK): its adapter calls then start no span at all.
-- ``IDLE`` stands for a lifecycle call with nothing to record (no SDK, no
-  Prometheus): its adapter calls only log their failures.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from autoplay_obs.telemetry._metrics import Recorder
 
-__all__ = ["IDLE", "SessionCall", "current_call", "enter_call", "leave_call", "trace_id_of"]
+__all__ = ["SessionCall", "current_call", "enter_call", "leave_call", "trace_id_of"]
 
 SINK_WRITES: Final = frozenset({"save_user_state", "save_session_snapshot"})
 
@@ -73,24 +71,15 @@ class SessionCall:
         self.recorder.record("fanout_results", 1, (result,), self.trace_id)
 
 
-class _Idle:
-    __slots__ = ()
-
-
-IDLE: Final = _Idle()
-"""The call in progress records nothing (see ``Telemetry.idle``)."""
-
-_call: contextvars.ContextVar[SessionCall | _Idle | None] = contextvars.ContextVar(
-    "autoplay_obs_call", default=None
-)
+_call: contextvars.ContextVar[SessionCall | None] = contextvars.ContextVar("autoplay_obs_call", default=None)
 current_call = _call.get
 
 
-def enter_call(call: SessionCall | _Idle) -> contextvars.Token[SessionCall | _Idle | None]:
+def enter_call(call: SessionCall) -> contextvars.Token[SessionCall | None]:
     return _call.set(call)
 
 
-def leave_call(token: contextvars.Token[SessionCall | _Idle | None]) -> None:
+def leave_call(token: contextvars.Token[SessionCall | None]) -> None:
     _call.reset(token)
 
 

@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from autoplay_obs.errors import DocumentError
 from autoplay_obs.telemetry import _session
-from autoplay_obs.telemetry._calls import IDLE, SessionCall, current_call, trace_id_of
+from autoplay_obs.telemetry._calls import current_call, trace_id_of
 from autoplay_obs.telemetry._delivery import delivery_counts, register_delivery_ledger
 from autoplay_obs.telemetry._log import log
 from autoplay_obs.telemetry._spans import IDLE_ADAPTER_SPAN, NULL_ADAPTER_SPAN, AdapterSpan
@@ -51,8 +51,7 @@ def adapter_call(adapter: object, name: str, role: str, operation: str) -> Adapt
     t = current()
     if t is None:
         return NULL_ADAPTER_SPAN
-    call = current_call()
-    if call is IDLE or (call is None and t.idle()):
+    if t.idle():
         return IDLE_ADAPTER_SPAN
     return AdapterSpan(t, adapter, name, role, operation)
 
@@ -80,7 +79,7 @@ def traced_summarizer(
 def sinks_started(count: int) -> None:
     """The manager started ``count`` background sink writes for the current lifecycle call."""
     call = current_call()
-    if isinstance(call, SessionCall):
+    if call is not None:
         call.pending += count
 
 
@@ -88,7 +87,7 @@ def _event(
     name: str, attributes: dict[str, Any], key: str, labels: tuple[str, ...], value: float = 1
 ) -> None:
     t = current()
-    if t is None or current_call() is IDLE or t.idle():
+    if t is None or t.idle():
         return
     span = trace.get_current_span()
     if span.is_recording():

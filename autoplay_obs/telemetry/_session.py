@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from autoplay_obs.errors import DocumentError
-from autoplay_obs.telemetry._calls import IDLE, SessionCall, enter_call, leave_call, trace_id_of
+from autoplay_obs.telemetry._calls import SessionCall, enter_call, leave_call, trace_id_of
 from autoplay_obs.telemetry._log import log, logger
 
 if TYPE_CHECKING:
@@ -124,12 +124,8 @@ async def run_session(
 async def run_idle(
     phase: str, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> R:
-    """Nothing to record: the call runs as ``IDLE``; only a lost state change is logged."""
-    token = enter_call(IDLE)
-    try:
-        result = await fn(*args, **kwargs)
-    finally:
-        leave_call(token)
+    """Nothing to record (``Telemetry.idle``): only a lost state change is logged."""
+    result = await fn(*args, **kwargs)
     if not getattr(result, "persisted", True):
         _log_not_persisted(phase, type(getattr(result, "error", None)).__name__, None)
     return result

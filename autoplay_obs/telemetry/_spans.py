@@ -31,7 +31,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from autoplay_obs.telemetry._calls import SessionCall, current_call, trace_id_of
+from autoplay_obs.telemetry._calls import current_call, trace_id_of
 from autoplay_obs.telemetry._instruments import DB_LABELS
 from autoplay_obs.telemetry._log import log, logger
 
@@ -142,9 +142,8 @@ class AdapterSpan:
         self._found: Described | None = None
 
     def __enter__(self) -> AdapterSpan:
-        call = current_call()
-        self._call = call if isinstance(call, SessionCall) else None
-        if self._call is None or self._call.traced:
+        call = self._call = current_call()
+        if call is None or call.traced:
             found = self._found = describe(self._adapter, self._name, self._role, self._operation)
             span = self._span = self._t.tracer.start_span(
                 found.name, kind=SpanKind.CLIENT, attributes=found.attributes

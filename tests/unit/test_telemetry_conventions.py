@@ -224,3 +224,38 @@ async def test_no_span_event_attribute_or_label_carries_the_user_id(otel: Captur
     assert points
     assert all(USER not in json.dumps(dict(p.attributes or {})) for p in points)
     assert "db_client_operation_duration_seconds" in text and USER not in text
+
+
+def test_only_the_apis_own_providers_count_as_no_sdk() -> None:
+    from opentelemetry import metrics
+
+    assert _telemetry._api_own(trace.get_tracer_provider())  # the proxy, nothing set in tests
+    assert _telemetry._api_own(metrics.get_meter_provider())
+    assert _telemetry._api_own(trace.NoOpTracerProvider())
+    assert _telemetry._api_own(metrics.NoOpMeterProvider())
+    assert not _telemetry._api_own(TracerProvider())
+    assert not _telemetry._api_own(MeterProvider())
+
+
+async def test_with_no_sdk_failures_are_still_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from autoplay_obs.errors import StorageUnavailableError
+    from autoplay_obs.telemetry import _hooks
+
+    class Down(InMemoryStorageAdapter):
+        name = "down"
+
+        async def load_state(self, product_id: str, user_id: str) -> Any:
+            raise StorageUnavailableError("refused")
+
+    telemetry.use_providers()
+    _hooks.log.reset()
+    current = telemetry.current()
+    assert current is not None and current.idle()
+    caplog.set_level("WARNING", logger="autoplay_obs")
+    result = await start_session(PRODUCT, USER, "s1", StorageManager([Down()]))
+    assert result.degraded
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "autoplay_obs") == [
+        "primary down load_state error: StorageUnavailableError",
+        "session start not persisted: StorageUnavailableError",
+    ]
+    _hooks.log.reset()
