@@ -259,3 +259,22 @@ async def test_with_no_sdk_failures_are_still_logged(caplog: pytest.LogCaptureFi
         "session start not persisted: StorageUnavailableError",
     ]
     _hooks.log.reset()
+
+
+async def test_the_sinks_describe_their_endpoint_from_one_base() -> None:
+    from autoplay_obs.storage.adapters._sink import AnalyticsSink
+    from autoplay_obs.storage.adapters.amplitude import AmplitudeStorageAdapter
+    from autoplay_obs.storage.adapters.posthog import PostHogStorageAdapter
+
+    posthog_sink = PostHogStorageAdapter("k", host="https://eu.i.posthog.com", close_timeout=0.2)
+    amplitude_sink = AmplitudeStorageAdapter(
+        "k", server_url="http://127.0.0.1:8123/2/httpapi", close_timeout=0.2
+    )
+    try:
+        assert isinstance(posthog_sink, AnalyticsSink) and isinstance(amplitude_sink, AnalyticsSink)
+        assert posthog_sink.describe() == {"server.address": "eu.i.posthog.com", "server.port": 443}
+        assert amplitude_sink.describe() == {"server.address": "127.0.0.1", "server.port": 8123}
+        assert await posthog_sink.get_user_state(PRODUCT, USER) is None
+    finally:
+        await posthog_sink.aclose()
+        await amplitude_sink.aclose()
