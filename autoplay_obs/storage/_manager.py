@@ -202,32 +202,34 @@ class StorageManager:
     ) -> T:
         """One adapter call, recorded for the lifecycle call that caused it and for telemetry."""
         adapter = self.primary if adapter is None else adapter
-        started = time.perf_counter()
-        outcome, error_type = Outcome.ERROR, None
-        try:
-            result = await (asyncio.wait_for(call(), timeout) if timeout else call())
-            outcome = outcome_of(result)
-            return result
-        except asyncio.TimeoutError:
-            outcome, error_type = Outcome.TIMEOUT, "TimeoutError"
-            raise StorageUnavailableError(f"{adapter_name(adapter)} timed out") from None
-        except asyncio.CancelledError:
-            outcome, error_type = Outcome.CANCELLED, "CancelledError"
-            raise
-        except AutoplayError as exc:
-            error_type = type(exc.__cause__ or exc).__name__
-            raise
-        except Exception as exc:  # a custom adapter's own error: mapped at this boundary
-            error_type = type(exc).__name__
-            raise StorageUnavailableError(f"{adapter_name(adapter)}: {error_type}: {exc}") from exc
-        finally:
-            record = AdapterCall(
-                adapter_name(adapter), role, operation, outcome, time.perf_counter() - started, error_type
-            )
-            calls = _recorder.get()
-            if calls is not None:
-                calls.append(record)
-            telemetry.adapter_call(adapter, record)
+        name = adapter_name(adapter)
+        with telemetry.adapter_call(adapter, name, role, operation) as span:  # current while it runs
+            started = time.perf_counter()
+            outcome, error_type = Outcome.ERROR, None
+            try:
+                result = await (asyncio.wait_for(call(), timeout) if timeout else call())
+                outcome = outcome_of(result)
+                return result
+            except asyncio.TimeoutError:
+                outcome, error_type = Outcome.TIMEOUT, "TimeoutError"
+                raise StorageUnavailableError(f"{name} timed out") from None
+            except asyncio.CancelledError:
+                outcome, error_type = Outcome.CANCELLED, "CancelledError"
+                raise
+            except AutoplayError as exc:
+                error_type = type(exc.__cause__ or exc).__name__
+                raise
+            except Exception as exc:  # a custom adapter's own error: mapped at this boundary
+                error_type = type(exc).__name__
+                raise StorageUnavailableError(f"{name}: {error_type}: {exc}") from exc
+            finally:
+                record = AdapterCall(
+                    name, role, operation, outcome, time.perf_counter() - started, error_type
+                )
+                calls = _recorder.get()
+                if calls is not None:
+                    calls.append(record)
+                span.done(record)
 
     # -- sinks -------------------------------------------------------------
 

@@ -196,7 +196,11 @@ def test_latency_panels_show_exemplars() -> None:
 
 def test_the_panels_cover_every_metric_the_issue_asks_for() -> None:
     queried = {name for _, t in targets() for name in METRIC.findall(t["expr"])}
-    for inst in INSTRUMENTS.values():
+    # db.client.operation.duration is the conventions' metric, shared with the host's own
+    # database instrumentation (redis-py 8): the dashboard shows ours, autoplay_*.
+    ours = [i for i in INSTRUMENTS.values() if i.prometheus_name.startswith("autoplay_")]
+    assert len(ours) == len(INSTRUMENTS) - 1
+    for inst in ours:
         suffixes = ("_bucket", "_count", "_sum") if inst.prometheus_type == "histogram" else ("_total",)
         assert any(inst.prometheus_name + s in queried for s in suffixes), f"no panel for {inst.name}"
 

@@ -72,6 +72,18 @@ return {1}
 # every earlier write to the key's node (see _replicated); it never creates the key.
 _TOUCH_SCRIPT = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('APPEND', KEYS[1], '') end return 1"
 
+# The command each manager operation sends (a cache hit sends none); see describe_operation.
+_COMMANDS = {
+    "load_state": "GET",
+    "load_snapshot": "GET",
+    "get_user_state": "GET",
+    "get_session_snapshot": "GET",
+    "create_snapshot": "SET",
+    "save_user_state": "SET",
+    "save_session_snapshot": "SET",
+    "swap_state": "EVALSHA",
+}
+
 
 class RedisStorageAdapter(DictView):
     """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``."""
@@ -96,7 +108,7 @@ class RedisStorageAdapter(DictView):
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialWithJitterBackoff
-            from redis.exceptions import NoScriptError
+            from redis.exceptions import NoScriptError, ResponseError
         except ImportError as exc:
             raise MissingDependencyError("RedisStorageAdapter", "redis") from exc
         if (redis_url is None) == (client is None):
@@ -134,6 +146,7 @@ class RedisStorageAdapter(DictView):
         self._wait = (wait_replicas, int(wait_timeout * 1000))
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._noscript: type[BaseException] = NoScriptError
+        self._response_error: type[BaseException] = ResponseError
         self._loop = LoopBinding("RedisStorageAdapter", strict=True)
         # A Cluster client: learn the slots once before the first command (concurrent first
         # commands race in redis-py 8.1's lazy start), and cap the commands in flight, since
@@ -158,6 +171,23 @@ class RedisStorageAdapter(DictView):
             attributes["server.address"] = str(kwargs.get("host", "localhost"))
             attributes["server.port"] = int(kwargs.get("port", 6379))
         return attributes
+
+    def describe_operation(self, operation: str) -> dict[str, str | int]:
+        """The command a manager operation sends, per the database conventions (for its span)."""
+        if operation == "freeze_and_swap":  # SET NX then EVALSHA, one non-transactional pipeline
+            return {"db.operation.name": "PIPELINE", "db.operation.batch.size": 2}
+        command = _COMMANDS.get(operation)
+        return {} if command is None else {"db.operation.name": command}
+
+    def describe_error(self, exc: BaseException) -> str | None:
+        """The Redis error prefix (``WRONGTYPE``, ``NOSCRIPT``, ...) behind ``exc``, if a server sent one."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, self._response_error):
+                prefix = str(seen).split(" ", 1)[0]
+                return prefix if prefix.isupper() else None
+            seen = seen.__cause__
+        return None
 
     def _error(self, exc: BaseException) -> AutoplayError:
         if "WRONGTYPE" in str(exc):
