@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -30,6 +31,7 @@ from autoplay_obs.errors import DocumentError, OutboxError, StorageError
 from autoplay_obs.storage._outbox import Outbox
 from autoplay_obs.storage._outbox_types import OutboxEntry
 from autoplay_obs.storage._results import SessionEndResult
+from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import decode_session_snapshot
 
 __all__ = ["FlushResult", "Replayer"]
@@ -62,6 +64,7 @@ class Replayer:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._reported: Counter[str] = Counter()
 
     def ensure_running(self) -> None:
         """Start the background loop on the running event loop (once)."""
@@ -71,8 +74,15 @@ class Replayer:
             )
 
     def wake(self) -> None:
-        """Something was queued: look sooner than the poll interval."""
+        """Something was queued: count what its bounds dropped, and look sooner than the poll interval."""
+        self._note_drops()
         self._wake.set()
+
+    def _note_drops(self) -> None:
+        """Report the outbox's drops (at puts, claims and expiry) once each."""
+        now: Counter[str] = Counter({str(reason): n for reason, n in self.outbox.dropped.items()})
+        telemetry.outbox_dropped(now - self._reported)
+        self._reported = now
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -95,6 +105,8 @@ class Replayer:
                 if stopped:
                     break
             status = await self.outbox.status()
+            telemetry.outbox_status(status.depth, status.oldest_age_s)
+            self._note_drops()
             return FlushResult(replayed, status.pending, parked, sum(self.outbox.dropped.values()))
 
     async def _round(self, entries: list[OutboxEntry]) -> tuple[tuple[int, int], bool]:
@@ -113,11 +125,18 @@ class Replayer:
         return (replayed, parked), False
 
     async def _one(self, entry: OutboxEntry) -> str:
+        with telemetry.outbox_replay(entry.span_context(), entry.attempts) as span:
+            outcome, reason = await self._settle(entry)
+            span.finish(outcome, reason)
+        return outcome
+
+    async def _settle(self, entry: OutboxEntry) -> tuple[str, str | None]:
+        """Replay one entry and settle it in the outbox: replayed (acked), parked, or failed."""
         try:
             decode_session_snapshot(entry.snapshot)
         except DocumentError as exc:
             await self.outbox.park(entry.id, f"snapshot refused: {type(exc).__name__}: {exc}")
-            return "parked"
+            return "parked", "snapshot_refused"
         try:
             result = await self._replay(entry)
             error: BaseException | None = None if result.persisted else result.error
@@ -125,12 +144,12 @@ class Replayer:
             error = exc
         if error is None:
             await self.outbox.ack([entry.id])
-            return "replayed"
+            return "replayed", None
         if isinstance(error, DocumentError):
             await self.outbox.park(entry.id, f"state refused: {type(error).__name__}: {error}")
-            return "parked"
+            return "parked", "state_refused"
         await self.outbox.release(entry.id, f"{type(error).__name__}: {error}")
-        return "failed"
+        return "failed", type(error).__name__
 
     async def _run(self) -> None:
         failures = 0

@@ -34,6 +34,7 @@ from autoplay_obs.storage._protocol import headed
 from autoplay_obs.storage._results import AdapterCall, SessionEndResult
 from autoplay_obs.storage._state_writer import Current
 from autoplay_obs.storage._summary import Summarizer, bounded, summarize
+from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import MAX_SESSION_INDEX, SessionSnapshot, UserAdoptionState, encode
 
 if TYPE_CHECKING:
@@ -223,9 +224,11 @@ class SessionEnd:
             return False, None
         item = OutboxItem(self.product_id, self.user_id, self.snapshot.session_id, self.raw, summary)
         try:
-            await self.outbox.put(item)
+            with telemetry.outbox_put():
+                put = await self.outbox.put(item)
         except OutboxError as exc:
             return False, exc
+        telemetry.outbox_status(put.depth, None)
         self.manager.outbox_queued()
         return True, None
 

@@ -6,7 +6,9 @@
 - ``@telemetry.traced_session("start" | "end")`` on the two lifecycle calls and
   ``@telemetry.traced_summarizer`` on the summarizer;
 - ``sinks_started``, ``cas_retry``, ``document_repaired``, ``document_refused``
-  for what happens between them; ``register_delivery_ledger`` for the sinks.
+  for what happens between them; ``register_delivery_ledger`` for the sinks;
+  ``outbox_put`` / ``outbox_replay`` / ``outbox_status`` / ``outbox_dropped``
+  for the outbox.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from autoplay_obs.telemetry import _session
 from autoplay_obs.telemetry._calls import current_call, trace_id_of
 from autoplay_obs.telemetry._delivery import delivery_counts, register_delivery_ledger
 from autoplay_obs.telemetry._log import log
+from autoplay_obs.telemetry._outbox import outbox_dropped, outbox_put, outbox_replay, outbox_status
 from autoplay_obs.telemetry._spans import IDLE_ADAPTER_SPAN, NULL_ADAPTER_SPAN, AdapterSpan
 from autoplay_obs.telemetry._telemetry import current
 
@@ -32,6 +35,10 @@ __all__ = [
     "document_refused",
     "document_repaired",
     "log",
+    "outbox_dropped",
+    "outbox_put",
+    "outbox_replay",
+    "outbox_status",
     "register_delivery_ledger",
     "sinks_started",
     "traced_session",

@@ -60,7 +60,7 @@ class Instrument:
 
     key: str
     name: str
-    kind: Literal["counter", "histogram", "observed_counter"]
+    kind: Literal["counter", "histogram", "observed_counter", "gauge"]
     """``observed_counter``: a running total read at collection time, never recorded."""
     unit: str
     description: str
@@ -81,7 +81,7 @@ class Instrument:
     @property
     def prometheus_type(self) -> str:
         """The exposed family type (an observed counter is a counter to Prometheus)."""
-        return "histogram" if self.kind == "histogram" else "counter"
+        return self.kind if self.kind in ("histogram", "gauge") else "counter"
 
     @property
     def prometheus_unit(self) -> str:
@@ -197,6 +197,59 @@ INSTRUMENTS: Final[dict[str, Instrument]] = {
             "Lifecycle calls by how their writes went: all_ok, degraded (a sink or a secondary "
             "primary call failed), primary_failed (the state change was not persisted).",
             ("result",),
+        ),
+        Instrument(
+            "outbox_queued",
+            "autoplay.outbox.queued",
+            "counter",
+            "{session}",
+            "Session ends the primary did not acknowledge, durably queued in the outbox for replay.",
+        ),
+        Instrument(
+            "outbox_replayed",
+            "autoplay.outbox.replayed",
+            "counter",
+            "{session}",
+            "Queued session ends merged into the primary by the replay.",
+        ),
+        Instrument(
+            "outbox_dropped",
+            "autoplay.outbox.dropped",
+            "counter",
+            "{session}",
+            "Queued session ends dropped by the outbox's bounds (lost), by reason.",
+            ("reason",),
+        ),
+        Instrument(
+            "outbox_parked",
+            "autoplay.outbox.parked",
+            "counter",
+            "{session}",
+            "Queued session ends set aside because the primary refused a document (not retried).",
+            ("reason",),
+        ),
+        Instrument(
+            "outbox_replay_duration",
+            "autoplay.outbox.replay.duration",
+            "histogram",
+            "s",
+            "Duration of one queued session end's replay (freeze and merge).",
+            ("outcome",),
+            ADAPTER_BUCKETS,
+        ),
+        Instrument(
+            "outbox_depth",
+            "autoplay.outbox.depth",
+            "gauge",
+            "{session}",
+            "Session ends in the outbox (pending and parked), as last seen by this process.",
+        ),
+        Instrument(
+            "outbox_oldest_age",
+            "autoplay.outbox.oldest_age",
+            "gauge",
+            "s",
+            "Age of the oldest pending entry in the outbox (0 when empty), as last seen by this process.",
         ),
         Instrument(
             "sink_deliveries",

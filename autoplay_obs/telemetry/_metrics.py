@@ -40,6 +40,9 @@ class Recorder:
                 meter.create_observable_counter(
                     inst.name, callbacks=[observe_deliveries], unit=inst.unit, description=inst.description
                 )
+            elif inst.kind == "gauge":
+                gauge = meter.create_gauge(inst.name, unit=inst.unit, description=inst.description)
+                self.otel[key] = (gauge.set, inst.labels)
             elif inst.kind == "histogram":
                 hist = meter.create_histogram(
                     inst.name,
@@ -83,5 +86,7 @@ def _prometheus(metric: Any, kind: str, value: float, labels: tuple[str, ...], t
     exemplar = {"trace_id": trace_id} if trace_id else None
     if kind == "histogram":
         child.observe(value, exemplar)
+    elif kind == "gauge":
+        child.set(value)
     else:
         child.inc(value, exemplar)

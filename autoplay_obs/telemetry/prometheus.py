@@ -56,6 +56,14 @@ def enable() -> CollectorRegistry:
             for key, inst in INSTRUMENTS.items():
                 if inst.kind == "observed_counter":
                     reg.register(_DeliveryCollector(client, inst))
+                elif inst.kind == "gauge":
+                    instruments[key] = client.Gauge(
+                        inst.prometheus_name,
+                        inst.description,
+                        inst.prometheus_labels,
+                        unit=inst.prometheus_unit,
+                        registry=reg,
+                    )
                 elif inst.kind == "histogram":
                     instruments[key] = client.Histogram(
                         inst.prometheus_name,

@@ -63,6 +63,8 @@ def exposed_series() -> dict[str, tuple[str, ...]]:
             names[f"{base}_bucket"] = (*inst.labels, "le")
             names[f"{base}_count"] = inst.labels
             names[f"{base}_sum"] = inst.labels
+        elif inst.prometheus_type == "gauge":
+            names[base] = inst.labels
         else:
             names[f"{base}_total"] = inst.labels
     return names
@@ -201,7 +203,9 @@ def test_the_panels_cover_every_metric_the_issue_asks_for() -> None:
     ours = [i for i in INSTRUMENTS.values() if i.prometheus_name.startswith("autoplay_")]
     assert len(ours) == len(INSTRUMENTS) - 1
     for inst in ours:
-        suffixes = ("_bucket", "_count", "_sum") if inst.prometheus_type == "histogram" else ("_total",)
+        suffixes = {"histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}.get(
+            inst.prometheus_type, ("_total",)
+        )
         assert any(inst.prometheus_name + s in queried for s in suffixes), f"no panel for {inst.name}"
 
 
