@@ -25,7 +25,9 @@ import functools
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from autoplay_obs.errors import DocumentError, InvalidValueError, StorageError
+from autoplay_obs.errors import DocumentError, InvalidValueError, StorageError, UserErasedError
+from autoplay_obs.storage._doc_trace import stamped
+from autoplay_obs.storage._erasure import undo_erased_freeze
 from autoplay_obs.storage._keys import validate_id
 from autoplay_obs.storage._manager import StorageManager
 from autoplay_obs.storage._protocol import AutoplayStorageAdapter, headed
@@ -186,7 +188,10 @@ async def end_session(
     manager = _manager_for(storage)
     with manager.recording() as calls:
         end = _SessionEnd(manager, product_id, user_id, snapshot, calls)
-        return await end.run(summary, None if summary is not None else summarizer, summarizer_timeout)
+        result = await end.run(summary, None if summary is not None else summarizer, summarizer_timeout)
+        if isinstance(result.error, UserErasedError):  # erased meanwhile: take back its freeze (_erasure)
+            await undo_erased_freeze(manager, product_id, user_id, snapshot.session_id)
+        return result
 
 
 class _SessionEnd:
@@ -202,7 +207,7 @@ class _SessionEnd:
     ) -> None:
         self.manager, self.product_id, self.user_id = manager, product_id, user_id
         self.snapshot, self.calls = snapshot, calls
-        self.raw = headed(encode(snapshot))
+        self.raw = stamped(headed(encode(snapshot)))  # _trace_id: the end that froze it
 
     async def run(
         self, summary: str | None, summarizer: Summarizer | None, timeout: float
