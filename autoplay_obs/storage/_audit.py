@@ -108,23 +108,30 @@ class _UserAudit:
     async def run(self, session_ids: list[str]) -> bool:
         """Collect the findings; False when the user is erased (nothing to audit)."""
         try:
-            stored = await self.store.load_state(self.product_id, self.user_id)
+            state = await self._state()
         except UserErasedError:
             return False
-        state: UserAdoptionState | None = None
-        if stored is not None:
-            try:
-                state = decode_user_state(stored.raw, user_id=self.user_id).value
-            except DocumentError as exc:
-                self.findings.append(_document_finding(self.user_id, None, exc, stored.raw))
         records = await read_sessions(self.store, self.product_id, self.user_id, session_ids)
         for record in records:
             if record.error is not None:
                 self.findings.append(_document_finding(self.user_id, record, record.error))
-        if stored is None or state is not None:
+        if state is not False:  # a state that cannot be read has no index to check against
             self._check_index(state, records, set(session_ids))
         await self._check_outbox()
         return True
+
+    async def _state(self) -> UserAdoptionState | Literal[False] | None:
+        """The decoded state, None when there is none, False (and a finding) when it cannot be read."""
+        raw = b""
+        try:
+            stored = await self.store.load_state(self.product_id, self.user_id)
+            if stored is None:
+                return None
+            raw = stored.raw
+            return decode_user_state(raw, user_id=self.user_id).value
+        except DocumentError as exc:  # not JSON, another _v, or a key holding a Redis hash
+            self.findings.append(_document_finding(self.user_id, None, exc, raw))
+            return False
 
     def _check_index(
         self, state: UserAdoptionState | None, records: list[SessionRecord], ids: set[str]

@@ -50,7 +50,10 @@ class SessionRecord:
 async def _read_one(
     store: OperatorStore, product_id: str, user_id: str, session_id: str
 ) -> SessionRecord | None:
-    raw = await store.load_snapshot(product_id, user_id, session_id)
+    try:
+        raw = await store.load_snapshot(product_id, user_id, session_id)
+    except DocumentError as exc:  # e.g. the key holds a Redis hash
+        return SessionRecord(session_id, None, None, exc)
     if raw is None:  # deleted or expired since the scan
         return None
     trace_id = trace_id_of(raw)
