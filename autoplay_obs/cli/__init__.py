@@ -21,7 +21,7 @@ from autoplay_obs.cli._commands import COMMANDS, Io
 from autoplay_obs.cli._parser import build_parser
 from autoplay_obs.errors import AutoplayError, ConfigurationError, OutboxError, StorageError
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 
 async def _run(args: argparse.Namespace, io: Io) -> int:
@@ -42,6 +42,47 @@ async def _run(args: argparse.Namespace, io: Io) -> int:
             await outbox.aclose()
 
 
+async def run(
+    argv: Sequence[str],
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
+    """An operator command, on the caller's event loop; returns the exit status (see ``--help``)."""
+    io = Io(out or sys.stdout, err or sys.stderr, stdin or sys.stdin)
+    args = _parse(argv, io)
+    if isinstance(args, int):
+        return args
+    if args.command == "demo":
+        io.err.write("autoplay-obs: run the demo through main(), not on a running event loop\n")
+        return 2
+    return await _command(args, io)
+
+
+def _parse(argv: Sequence[str] | None, io: Io) -> argparse.Namespace | int:
+    """The parsed command line, or the exit status of a usage error (2) or of ``--help`` (0)."""
+    parser = build_parser()
+    stderr, sys.stderr = sys.stderr, io.err  # argparse writes its usage errors to sys.stderr
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    finally:
+        sys.stderr = stderr
+
+
+async def _command(args: argparse.Namespace, io: Io) -> int:
+    try:
+        return await _run(args, io)
+    except (ConfigurationError, StorageError, OutboxError) as exc:
+        io.err.write(f"autoplay-obs {args.command}: {exc}\n")
+        return 2
+    except AutoplayError as exc:  # a bad id, or a document nothing could read
+        io.err.write(f"autoplay-obs {args.command}: {type(exc).__name__}: {exc}\n")
+        return 2
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -50,24 +91,16 @@ def main(
     stdin: TextIO | None = None,
 ) -> int:
     """Parse the command line and run it; returns the exit status (see ``--help``)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # usage error (2) or --help (0)
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    io = Io(out or sys.stdout, err or sys.stderr, stdin or sys.stdin)
+    args = _parse(argv, io)
+    if isinstance(args, int):
+        return args
     if args.command == "demo":
         from autoplay_obs.demo import main as demo_main
 
-        return demo_main(argv, out=out) if out is not None else demo_main(argv)
-    io = Io(out or sys.stdout, err or sys.stderr, stdin or sys.stdin)
+        return demo_main(argv, out=io.out)
     try:
-        return asyncio.run(_run(args, io))
-    except (ConfigurationError, StorageError, OutboxError) as exc:
-        io.err.write(f"autoplay-obs {args.command}: {exc}\n")
-        return 2
-    except AutoplayError as exc:  # a bad id, or a document nothing could read
-        io.err.write(f"autoplay-obs {args.command}: {type(exc).__name__}: {exc}\n")
-        return 2
+        return asyncio.run(_command(args, io))
     except KeyboardInterrupt:
         io.err.write(f"autoplay-obs {args.command}: interrupted\n")
         return 130

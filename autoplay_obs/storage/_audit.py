@@ -22,11 +22,13 @@ Decisions:
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from autoplay_obs import _json
 from autoplay_obs.errors import DocumentError, UnsupportedVersionError, UserErasedError
 from autoplay_obs.storage._doc_trace import trace_id_of
 from autoplay_obs.storage._history import SessionRecord, read_sessions
@@ -91,6 +93,13 @@ def _document_finding(
     return Finding(user_id, kind, where.session_id, where.trace_id)
 
 
+def _stored_count(raw: bytes) -> float:
+    """``sessions.count`` as stored (before any repair), or infinity when it is not a number."""
+    sessions = (_json.loads_object(raw) or {}).get("sessions")
+    count = sessions.get("count") if isinstance(sessions, dict) else None
+    return count if isinstance(count, (int, float)) and not isinstance(count, bool) else math.inf
+
+
 def _traceparent_id(traceparent: str | None) -> str | None:
     parts = (traceparent or "").split("-")
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
@@ -128,10 +137,13 @@ class _UserAudit:
             if stored is None:
                 return None
             raw = stored.raw
-            return decode_user_state(raw, user_id=self.user_id).value
+            state = decode_user_state(raw, user_id=self.user_id).value
         except DocumentError as exc:  # not JSON, another _v, or a key holding a Redis hash
             self.findings.append(_document_finding(self.user_id, None, exc, raw))
             return False
+        if _stored_count(raw) < len(state.sessions.index):  # the decoding raises it: look at the bytes
+            self.findings.append(Finding(self.user_id, "count_below_index", None, trace_id_of(raw)))
+        return state
 
     def _check_index(
         self, state: UserAdoptionState | None, records: list[SessionRecord], ids: set[str]
@@ -152,8 +164,6 @@ class _UserAudit:
             expired = ttl is not None and now >= entry.captured_at + ttl - CLOCK_SLACK_S
             if entry.session_id not in ids and not expired:
                 self.findings.append(Finding(self.user_id, "lost_freeze", entry.session_id))
-        if state is not None and state.sessions.count < len(index):
-            self.findings.append(Finding(self.user_id, "count_below_index", None))
 
     async def _check_outbox(self) -> None:
         outbox = getattr(self.manager, "outbox", None)
