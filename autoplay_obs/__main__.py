@@ -1,4 +1,4 @@
-"""``python -m autoplay_obs`` / ``autoplay-obs``: the command line (``demo`` and the operator commands)."""
+"""``python -m autoplay_obs`` / ``autoplay-obs``: the command line (demo, operator commands, --version)."""
 
 from __future__ import annotations
 

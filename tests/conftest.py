@@ -86,10 +86,13 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process that tests can kill and restart on the same port."""
 
-    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
+        self.extra_args = extra_args
         # Short path: unix socket paths are limited to ~107 bytes.
         self.socket_path = str(workdir / "redis.sock")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -118,6 +121,7 @@ class RedisServer:
             "--unixsocket", self.socket_path, "--unixsocketperm", "700",
             "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--protected-mode", "no", "--logfile", str(log),
+            *self.extra_args,
         ]
         # fmt: on
         stderr = self.workdir / "redis.stderr"  # errors before the logfile opens land here

@@ -33,7 +33,7 @@ async def _run(args: argparse.Namespace, io: Io) -> int:
     outbox = None
     if getattr(args, "outbox", None):
         outbox = Outbox(args.outbox, create=False)
-        setattr(manager, "outbox", outbox)  # noqa: B010 -- the attribute the erasure and audit look for
+        manager.outbox = outbox  # read and purged, never replayed here: no replay loop is started
     try:
         return await COMMANDS[args.command](manager, args, io)
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from autoplay_obs import __version__
 from autoplay_obs.demo._cli import DESCRIPTION as DEMO_DESCRIPTION
 from autoplay_obs.demo._cli import EPILOG as DEMO_EPILOG
 from autoplay_obs.demo._cli import _HelpFormatter, add_demo_arguments
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"autoplay-obs {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",

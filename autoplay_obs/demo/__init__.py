@@ -8,11 +8,15 @@ set up; flags point it at Redis, the analytics sinks, Prometheus or an OTLP
 collector, and inject faults so that every degraded path (and every
 dashboard panel) has something to show.
 
-One concern per module: ``_config`` (the knobs), ``_faults`` (wrappers that
-break things on purpose), ``_summarizer`` (the stand-in LLM), ``_storage``
-(building adapters and telemetry from the flags), ``_simulation`` (users and
-sessions), ``_stats`` (what happened), ``_progress`` and ``_report`` (what
-the operator sees), ``_cli`` (the command line).
+One concern per module: ``_config`` (the knobs), ``_scenario`` (healthy and
+incident), ``_faults`` (wrappers that break things on purpose),
+``_summarizer`` (the stand-in LLM), ``_local_sink`` (the built-in analytics
+sink), ``_storage`` (building adapters and telemetry from the flags),
+``_simulation`` (users and sessions), ``_activity`` (what a session does),
+``_edge_cases`` (planted documents, the final read-back), ``_stats`` (what
+happened, streamed), ``_cleanup`` (the keys left in Redis), ``_progress`` and
+``_report`` (what the operator sees), ``_flags`` and ``_cli`` (the command
+line).
 """
 
 from __future__ import annotations

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final, Literal
 
-__all__ = ["DemoConfig"]
+__all__ = ["DURATION_RATE", "DemoConfig", "Scenario"]
+
+Scenario = Literal["healthy", "incident"]
+DURATION_RATE: Final = 25.0
+"""Sessions a second a ``--duration`` run starts unless told otherwise: a busy product, and a
+pace a laptop (and the embedded store's memory) sustains for hours."""
 
 
 @dataclass(frozen=True)
@@ -15,6 +21,11 @@ class DemoConfig:
     """Sessions to simulate (ignored when ``duration`` is set)."""
     duration: float | None = None
     """Run for this many seconds instead of a fixed number of sessions."""
+    rate: float | None = None
+    """Sessions started per second at most; None: unlimited with ``sessions``,
+    ``DURATION_RATE`` with ``duration``; 0: unlimited."""
+    scenario: Scenario = "healthy"
+    """``incident`` drives every shipped alert past its threshold (see ``_scenario``)."""
     users: int = 60
     concurrency: int = 16
     replicas: int = 2
@@ -39,6 +50,8 @@ class DemoConfig:
     otlp_endpoint: str | None = None
     linger: float = 0.0
     progress: bool = True
+    cleanup: bool = False
+    """Delete the keys the run wrote to Redis at the end."""
 
     def __post_init__(self) -> None:
         for name in ("sink_error_rate", "summarizer_failure_rate", "retry_rate"):
@@ -52,9 +65,17 @@ class DemoConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.duration is not None and self.duration <= 0:
             raise ValueError(f"duration must be positive, got {self.duration}")
-        for name in ("sink_latency", "linger", "summarizer_timeout"):
-            if getattr(self, name) < 0:
+        if self.scenario not in ("healthy", "incident"):
+            raise ValueError(f"scenario must be healthy or incident, got {self.scenario!r}")
+        for name in ("sink_latency", "linger", "summarizer_timeout", "rate"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must not be negative")
+
+    @property
+    def session_rate(self) -> float | None:
+        """The pace to keep, in sessions a second; None: as fast as the store answers."""
+        rate = self.rate if self.rate is not None else (DURATION_RATE if self.duration else None)
+        return rate or None
 
     @property
     def sinks_configured(self) -> bool:

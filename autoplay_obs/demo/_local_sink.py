@@ -1,8 +1,9 @@
 """The demo's own analytics sink when no PostHog or Amplitude host is given.
 
-It keeps the events in memory, the way an analytics tool would receive them
-(user properties and one event per finished session), and accounts for them
-in a ``DeliveryLedger`` like the real sinks do, so the delivery panels have
+It builds the events the way an analytics tool would receive them (user
+properties and one event per finished session) and counts them by kind,
+keeping none (a long run must not grow with its events). It accounts for
+them in a ``DeliveryLedger`` like the real sinks do, so the delivery panels have
 data without any service. ``failure_rate`` stands in for an endpoint that
 rejects a share of the events after the SDK took them (``failed/http_503``),
 which is a different failure from a write that raises. Write-only: reads
@@ -12,6 +13,7 @@ return ``None``.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 from autoplay_obs.storage.adapters._analytics import (
@@ -28,12 +30,13 @@ __all__ = ["LocalEventSink"]
 
 
 class LocalEventSink:
-    """Records events in a list; each is settled at once: delivered, or failed at ``failure_rate``."""
+    """Counts events by kind; each is settled at once: delivered, or failed at ``failure_rate``."""
 
     name = "local_events"
 
     def __init__(self, *, failure_rate: float = 0.0, seed: int = 0) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.received: Counter[str] = Counter()
+        """Delivered events by kind (``$set``, ``session``)."""
         self.delivery = DeliveryLedger(self.name)
         self.failure_rate = failure_rate
         self._rng = random.Random(f"local_events:{seed}")
@@ -43,7 +46,7 @@ class LocalEventSink:
         if self._rng.random() < self.failure_rate:
             self.delivery.settle(key, FAILED, "http_503")
             return
-        self.events.append((kind, properties))
+        self.received[kind] += 1  # the payload was built as a real sink's would be, then let go
         self.delivery.settle(key, DELIVERED, "acknowledged")
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import math
 
+from autoplay_obs.demo._cleanup import shell_command
 from autoplay_obs.demo._config import DemoConfig
-from autoplay_obs.demo._stats import DemoStats, percentile
+from autoplay_obs.demo._stats import DemoStats, LatencyStats
 
-__all__ = ["format_summary"]
+__all__ = ["closing_lines", "format_summary"]
 
 
 def _ms(value: float) -> str:
     return "     -" if math.isnan(value) else f"{value * 1000:6.2f}"
 
 
-def _latency_row(label: str, values: list[float]) -> str:
-    cells = " ".join(_ms(percentile(values, q)) for q in (50, 95, 99))
-    return f"  {label:<24}{cells} {_ms(max(values) if values else math.nan)}"
+def _latency_row(label: str, values: LatencyStats) -> str:
+    cells = " ".join(_ms(values.percentile(q)) for q in (50, 95, 99))
+    return f"  {label:<24}{cells} {_ms(values.percentile(100))}"
 
 
 def _types(counter: dict[str, int]) -> str:
@@ -89,11 +90,11 @@ def _degraded(config: DemoConfig, s: DemoStats) -> list[str]:
     outage = s.injected.get("primary outage errors", 0)
     if outage:
         items.append(
-            f"primary outage ({config.primary_outage:.0%} of the run): {outage} primary calls failed; "
+            f"{s.outage_label}: {outage} primary calls failed; "
             f"{s.degraded_starts} starts ran on a stand-in state, {s.not_persisted} ends were not persisted"
         )
     elif s.not_persisted or s.degraded_starts:
-        planted = " -- the planted document from a newer version" if config.edge_cases else ""
+        planted = " -- the planted document from a newer version" if s.refused_documents else ""
         items.append(
             f"{s.degraded_starts} starts degraded and {s.not_persisted} ends not persisted "
             f"({_types({**s.start_errors, **s.end_errors})}){planted}"
@@ -116,3 +117,20 @@ def _degraded(config: DemoConfig, s: DemoStats) -> list[str]:
     if config.sink_latency:
         items.append(f"sinks slowed by ~{config.sink_latency * 1000:.0f} ms per write (off the session path)")
     return items
+
+
+def closing_lines(config: DemoConfig, s: DemoStats) -> list[str]:
+    """Where the run's data is now, and how to remove what it left in a user's Redis."""
+    if config.redis_url is None:
+        if config.cleanup:
+            return ["--cleanup: nothing to remove, the in-memory store ended with the run"]
+        return []
+    if s.keys_removed is not None:
+        return [f"removed the {s.keys_removed} keys this run wrote under product id {s.product_id!r}"]
+    if s.keys_left is None:
+        return []
+    return [
+        f"this run left {s.keys_left} keys under product id {s.product_id!r} in {config.redis_url}; "
+        "remove them with --cleanup next time, or now with:",
+        f"  {shell_command(config.redis_url, s.product_id)}",
+    ]

@@ -15,6 +15,11 @@ failure) comes from a generator seeded by (seed, session id), and the users
 are drawn from a seeded sequence, so a seed gives the same mix of users,
 activity and faults; which session lands on which user can vary with timing,
 and the primary-outage windows follow the run's progress.
+
+A ``--duration`` run keeps a pace (``DemoConfig.session_rate``): session n
+starts no earlier than (n - 1) / rate seconds into the run, so a long run
+costs a steady share of a core and the embedded store grows by a known
+amount a second.
 """
 
 from __future__ import annotations
@@ -25,101 +30,38 @@ import time
 from collections.abc import Iterator
 from typing import Final
 
+from autoplay_obs.demo._activity import CATALOG, act
+from autoplay_obs.demo._cleanup import count_keys, remove_keys
 from autoplay_obs.demo._config import DemoConfig
+from autoplay_obs.demo._edge_cases import check_counts, plant_documents
 from autoplay_obs.demo._progress import ProgressBar
-from autoplay_obs.demo._stats import DemoStats
+from autoplay_obs.demo._scenario import FlappingOutage, uses_flapping_outage
+from autoplay_obs.demo._stats import CallTally, DemoStats
 from autoplay_obs.demo._storage import DemoStorage, build_storage
 from autoplay_obs.demo._summarizer import StandInSummarizer
 from autoplay_obs.errors import AutoplayError
 from autoplay_obs.storage import build_agent_context, end_session, start_session
-from autoplay_obs.user_adoption_state import (
-    MAX_SESSION_INDEX,
-    JourneyState,
-    MasteryLevel,
-    SessionIndexEntry,
-    SessionSnapshot,
-    UserAdoptionState,
-    WorkflowStatus,
-    decode_user_state,
-)
+from autoplay_obs.user_adoption_state import SessionSnapshot
 
-__all__ = ["CATALOG", "run_demo"]
+__all__ = ["run_demo"]
 
-CATALOG: Final[dict[str, tuple[str, ...]]] = {
-    "create_project": ("name_project", "choose_template", "save_project"),
-    "invite_team": ("open_members", "send_invite"),
-    "configure_columns": ("open_settings", "add_column", "reorder_columns"),
-    "build_automation": ("pick_trigger", "pick_action", "enable_rule"),
-    "share_dashboard": ("create_dashboard", "add_widget", "share_link"),
-}
-FEATURES: Final = (
-    "board_view", "timeline_view", "filters", "search", "bulk_edit", "comments",
-    "mentions", "templates", "integrations", "keyboard_shortcuts", "export_csv", "api_tokens",
-)  # fmt: skip
-_BANDS: Final = (
-    (9, MasteryLevel.POWER_USER),
-    (7, MasteryLevel.PROFICIENT),
-    (4, MasteryLevel.INTERMEDIATE),
-    (2, MasteryLevel.BEGINNER),
-    (0, MasteryLevel.NOVICE),
-)
-REPAIRED_BASE_COUNT: Final = 2
-POWER_BASE_COUNT: Final = MAX_SESSION_INDEX
-"""The power user arrives with a full session index: each new session trims the oldest entry."""
 _WAIT: Final = (0, "")
 
 
 def _plan(config: DemoConfig, users: list[str], edge: dict[str, str]) -> Iterator[str]:
     """The user of each successive session (endless; the caller stops it).
 
-    The planted users come first, so a short run still meets them; the
-    newer-version user only once (its sessions can never be saved).
+    The planted users come first, so a short run still meets them. The
+    newer-version user (planted only in the incident) keeps coming back like
+    any user, as such a user would: each of its sessions is refused again, so
+    the refusals go on while Prometheus watches.
     """
     rng = random.Random(f"plan:{config.seed}")
-    regular = [u for u in users if u != edge.get("newer")]
+    regular = list(users)
     weights = [1 / (rank + 1) ** 0.8 for rank in range(len(regular))]  # a few heavy users, a long tail
     yield from (edge[k] for k in ("newer", "repaired", "power") if k in edge)
     while True:
         yield rng.choices(regular, weights)[0]
-
-
-def _act(state: UserAdoptionState, rng: random.Random) -> None:
-    """One session's activity, applied to the state the agent was given."""
-    if not state.onboarding.welcomed:
-        state.mark_welcomed()
-    progress = state.onboarding.workflow_progress
-    open_ = [w for w in CATALOG if w in progress and progress[w].status is WorkflowStatus.IN_PROGRESS]
-    untouched = [w for w in CATALOG if w not in progress]
-    for workflow in (open_ + untouched)[: rng.randint(1, 2)]:
-        steps = CATALOG[workflow]
-        belief = progress.get(workflow)
-        done = 0 if belief is None else len(belief.completed_step_ids)
-        reached = min(len(steps), done + rng.randint(1, 2))
-        complete = reached == len(steps)
-        state.onboarding.upsert_workflow_progress(
-            workflow,
-            status=WorkflowStatus.COMPLETED if complete else WorkflowStatus.IN_PROGRESS,
-            confidence=round(rng.uniform(0.6, 0.99), 2),
-            evidence=f"{reached}/{len(steps)} steps seen",
-            source="activity",
-        )
-        for step in steps[:reached]:
-            state.onboarding.upsert_step_progress(
-                workflow, step, status=WorkflowStatus.COMPLETED, confidence=0.9
-            )
-        if not complete:
-            state.onboarding.upsert_step_progress(
-                workflow, steps[reached], status=WorkflowStatus.IN_PROGRESS, confidence=0.5
-            )
-    state.record_discovered_features(rng.sample(FEATURES, rng.randint(0, 3)))
-    state.onboarding.distinct_features_seen = len(state.discovered_features)
-    completed = len([w for w in CATALOG if w in state.onboarding.completed_workflow_ids])
-    rating = min(10, 2 * completed + rng.randint(0, 1))
-    level = next(band for floor, band in _BANDS if rating >= floor)
-    state.set_mastery(rating=rating, level=level, description=f"{completed} of {len(CATALOG)} workflows done")
-    if completed == len(CATALOG):
-        state.onboarding.mark_onboarding_complete()
-        state.set_journey_state(JourneyState.ONBOARDED)
 
 
 class _Run:
@@ -137,13 +79,38 @@ class _Run:
         self.users = [f"user_{i:04d}" for i in range(config.users)]
         self.edge: dict[str, str] = {}
         if config.edge_cases and config.users >= 4:
-            self.edge = {"power": self.users[0], "repaired": self.users[1], "newer": self.users[-1]}
+            self.edge = {"power": self.users[0], "repaired": self.users[1]}
+            if config.scenario == "incident":  # a real fault: see _scenario
+                self.edge["newer"] = self.users[-1]
         elif config.edge_cases:
             self.stats.notes.append("edge cases skipped: they need --users >= 4")
         self.plan = _plan(config, self.users, self.edge)
         self.busy: set[str] = set()
         self.deferred: list[str] = []
         self.storage: DemoStorage
+        self.tally: CallTally
+        self.flapping: FlappingOutage | None = None
+
+    def attach(self, storage: DemoStorage) -> None:
+        """Adopt the built storage: the incident's flapping primary, the call tally's window."""
+        self.storage = storage
+        if uses_flapping_outage(self.config):
+            self.flapping = FlappingOutage()
+            storage.schedule = self.flapping
+            for primary in storage.primaries:
+                primary.schedule = self.flapping
+        # The demo's sink writes take at most 1.5x the injected latency (the SDK sinks only
+        # enqueue), so they are over by then; the manager's sink timeout bounds it anyway.
+        timeout = max(manager.sink_timeout for manager in storage.managers)
+        self.tally = CallTally(self.stats, min(timeout, 2 * self.config.sink_latency) + 1.0)
+
+    def begin(self) -> None:
+        """The clock of the run starts (after the planted documents)."""
+        self.t0 = time.monotonic()
+        if self.config.duration is not None:
+            self.deadline = self.t0 + self.config.duration
+        if self.flapping is not None:
+            self.flapping.start()
 
     def progress(self) -> float:
         if self.deadline is not None:
@@ -162,7 +129,7 @@ class _Run:
         ``_WAIT`` when every user drawn is busy (more workers than free users).
         """
         if self.deadline is not None:
-            if time.monotonic() >= self.deadline:
+            if max(time.monotonic(), self._slot(self.started + 1)) >= self.deadline:
                 return None
         elif self.started >= self.config.sessions:
             return None
@@ -184,42 +151,22 @@ class _Run:
         self.started += 1
         return self.started, user
 
+    def _slot(self, number: int) -> float:
+        """When session ``number`` may start at the configured pace (the run's start if unpaced)."""
+        rate = self.config.session_rate
+        return self.t0 + (number - 1) / rate if rate else self.t0
+
     async def plant_documents(self) -> None:
-        """Documents from the wild: one repairable, one from a newer writer (never overwritten)."""
-        product, primary = self.storage.product_id, self.storage.raw_primary
-        if "repaired" in self.edge:
-            await primary.save_user_state(
-                product,
-                self.edge["repaired"],
-                {
-                    "_v": 1,
-                    "user_id": self.edge["repaired"],
-                    "mastery": {"rating": "7", "level": "wizard"},  # a string; an unknown band
-                    "onboarding": {"completion_rate": 1.5},  # out of range
-                    "sessions": {"count": REPAIRED_BASE_COUNT, "index": []},
-                },
-            )
-        if "newer" in self.edge:
-            newer = self.edge["newer"]
-            await primary.save_user_state(
-                product, newer, {"_v": 2, "user_id": newer, "sessions": {"count": 9}}
-            )
-        if "power" in self.edge:
-            power = UserAdoptionState(user_id=self.edge["power"])
-            start = time.time() - 86400.0 * POWER_BASE_COUNT
-            for n in range(1, POWER_BASE_COUNT + 1):
-                at = start + 86400.0 * n
-                entry = SessionIndexEntry(
-                    session_id=f"earlier_{n:03d}", session_number=n, started_at=at - 600, captured_at=at
-                )
-                power.record_session(entry)
-            await primary.save_user_state(product, power.user_id, power.to_dict())
+        await plant_documents(self.storage.raw_primary, self.storage.product_id, self.edge)
 
     async def worker(self) -> None:
         while (item := self._next()) is not None:
             if item is _WAIT:
                 await asyncio.sleep(0.001)
                 continue
+            delay = self._slot(item[0]) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             try:
                 await self.session(*item)
             finally:
@@ -247,10 +194,11 @@ class _Run:
         clock = time.perf_counter()
         start = await start_session(storage.product_id, user_id, session_id, managers[replica])
         stats.record_start(user_id, start, time.perf_counter() - clock)
+        self.tally.add(start, time.monotonic())
         if start.state.sessions_count > 0:  # what the agent's prompt gets for a returning user
             build_agent_context(start.state, start.onboarding_session)
         state = start.state
-        _act(state, rng)
+        act(state, rng)
         snapshot = SessionSnapshot.from_adoption_state(
             state,
             session_id=session_id,
@@ -269,6 +217,7 @@ class _Run:
             summarizer_timeout=config.summarizer_timeout,
         )
         stats.record_end(user_id, end, time.perf_counter() - clock, retry=False)
+        self.tally.add(end, time.monotonic())
         if rng.random() < config.retry_rate:  # the reply was lost: the host ends it again elsewhere
             other = managers[(replica + 1) % len(managers)]
             clock = time.perf_counter()
@@ -281,43 +230,39 @@ class _Run:
                 summarizer_timeout=config.summarizer_timeout,
             )
             stats.record_end(user_id, again, time.perf_counter() - clock, retry=True)
+            self.tally.add(again, time.monotonic())
 
     async def check_counts(self) -> None:
-        """Read every user's stored state back: its session count must equal the persisted ends."""
-        stats, primary = self.stats, self.storage.raw_primary
-        for user_id in sorted(stats.users_seen):
-            stored = await primary.load_state(self.storage.product_id, user_id)
-            if user_id == self.edge.get("newer"):
-                untouched = stored is not None and b'"_v":2' in stored.raw
-                stats.notes.append(
-                    f"{user_id}'s document from a newer writer (_v=2) was "
-                    + ("left untouched" if untouched else "CHANGED (a bug)")
-                )
-                continue
-            expected = stats.persisted_ends_by_user[user_id]
-            expected += REPAIRED_BASE_COUNT if user_id == self.edge.get("repaired") else 0
-            expected += POWER_BASE_COUNT if user_id == self.edge.get("power") else 0
-            actual = (
-                0 if stored is None else decode_user_state(stored.raw, user_id=user_id).value.sessions.count
+        await check_counts(self.storage.raw_primary, self.storage.product_id, self.edge, self.stats)
+
+    async def account_keys(self) -> None:
+        """On Redis: delete the run's keys (``--cleanup``) or count them for the closing line."""
+        url, product = self.config.redis_url, self.storage.product_id
+        if url is None:
+            return
+        try:
+            if self.config.cleanup:
+                self.stats.keys_removed = await remove_keys(url, product)
+            else:
+                self.stats.keys_left = await count_keys(url, product)
+        except Exception as exc:  # the run's results stand; say what could not be done
+            self.stats.notes.append(
+                f"keys not {'removed' if self.config.cleanup else 'counted'}: {type(exc).__name__}"
             )
-            stats.checked_users += 1
-            if actual != expected:
-                stats.count_mismatches.append(f"{user_id}: stored {actual}, persisted ends {expected}")
 
 
 async def run_demo(config: DemoConfig, *, bar: ProgressBar | None = None) -> DemoStats:
     """Run the simulation and return what happened (telemetry is the caller's: see ``_cli``)."""
     bar = bar or ProgressBar(enabled=config.progress)
     run = _Run(config, bar)
-    run.storage = await build_storage(config, run.progress)
+    run.attach(await build_storage(config, run.progress))
     stats = run.stats
     try:
         await run.plant_documents()
-        run.t0 = time.monotonic()
-        if config.duration is not None:
-            run.deadline = run.t0 + config.duration
+        run.begin()
         await asyncio.gather(*(run.worker() for _ in range(config.concurrency)))
         await run.storage.drain()
+        run.tally.settle_all()
         stats.elapsed_s = time.monotonic() - run.t0
         bar.update(1.0, run._status())
         bar.close()
@@ -325,10 +270,10 @@ async def run_demo(config: DemoConfig, *, bar: ProgressBar | None = None) -> Dem
             await run.check_counts()
         except AutoplayError as exc:
             stats.notes.append(f"stored counts not checked: {type(exc).__name__}: {exc}")
+        await run.account_keys()
     finally:
         bar.close()
         await run.storage.aclose()  # flushes the analytics sinks
-    stats.tally_adapter_calls()
     stats.injected = {
         "primary outage errors": sum(p.injected_errors for p in run.storage.primaries),
         "sink errors": sum(s.injected_errors for s in run.storage.sinks),
@@ -338,6 +283,10 @@ async def run_demo(config: DemoConfig, *, bar: ProgressBar | None = None) -> Dem
         delivery = getattr(sink.inner, "delivery", None)
         if delivery is not None:
             stats.sink_delivery[sink.name] = delivery.totals()
+    if run.flapping is not None:
+        stats.outage_label = run.flapping.describe()
+    elif config.primary_outage:
+        stats.outage_label = f"primary outage ({config.primary_outage:.0%} of the run, in three windows)"
     stats.primary_label = run.storage.primary_label
     stats.product_id = run.storage.product_id
     stats.sink_names = run.storage.sink_names

@@ -1,24 +1,69 @@
-"""What a demo run did, counted from the lifecycle's result objects (no metrics needed)."""
+"""What a demo run did, counted from the lifecycle's result objects (no metrics needed).
+
+Decisions:
+
+- Streaming only: counters and fixed-size latency histograms, never a list
+  that grows per session, event or result, so a run of hours stays in a few
+  tens of megabytes (a ten-minute run of the old lists reached gigabytes).
+  The only per-key maps are per user, and the user count is a flag.
+- Percentiles come from a log-bucketed histogram (2 % wide buckets from 1 us
+  to hours), reported as the bucket's upper edge clamped to the exact min and
+  max: within 2 % of the exact value, in fixed memory.
+- A result's sink calls land after it returns (background writes), so its
+  adapter calls are counted once it is a second older than the longest sink
+  write can take (the injected latency, at most the manager's sink timeout),
+  or at the end of the run after the drain. Results are held only for that
+  window: what is held grows with the session rate, not the run's length. A
+  sink write still running after it (an event loop stalled for a second)
+  would be missed from the per-adapter table, never from the session counts.
+"""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from autoplay_obs.storage import AdapterCall, SessionEndResult, SessionStartResult
 
-__all__ = ["AdapterStats", "DemoStats", "percentile"]
+__all__ = ["AdapterStats", "CallTally", "DemoStats", "LatencyStats"]
+
+_FLOOR = 1e-6
+_GROWTH = 1.02
+_BUCKETS = 1400  # 1e-6 * 1.02**1400 is about 1e6 s: nothing the demo measures falls off the end
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+class LatencyStats:
+    """Count, min, max and a log-bucketed histogram of durations in seconds; fixed memory."""
+
+    __slots__ = ("_buckets", "count", "max", "min", "total")
+
+    def __init__(self) -> None:
+        self._buckets: list[int] = [0] * _BUCKETS
+        self.count = 0
+        self.total = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.min = min(self.min, seconds)
+        self.max = max(self.max, seconds)
+        index = 0 if seconds <= _FLOOR else math.ceil(math.log(seconds / _FLOOR, _GROWTH))
+        self._buckets[min(index, _BUCKETS - 1)] += 1
+
+    def percentile(self, q: float) -> float:
+        """Nearest-rank percentile (q in 0..100), within one bucket (2 %); NaN when empty."""
+        if not self.count:
+            return math.nan
+        rank = max(1, math.ceil(q / 100 * self.count))
+        seen = 0
+        for index, count in enumerate(self._buckets):
+            seen += count
+            if seen >= rank:
+                return min(self.max, max(self.min, _FLOOR * _GROWTH**index))
+        return self.max
 
 
 @dataclass
@@ -26,8 +71,11 @@ class AdapterStats:
     calls: int = 0
     failed: int = 0
     timeouts: int = 0
-    durations: list[float] = field(default_factory=list)
+    durations: LatencyStats = field(default_factory=LatencyStats)
     error_types: Counter[str] = field(default_factory=Counter)
+
+
+Result = SessionStartResult | SessionEndResult
 
 
 @dataclass
@@ -55,8 +103,8 @@ class DemoStats:
     trimmed: int = 0
     repaired_documents: int = 0
     refused_documents: int = 0
-    start_latencies: list[float] = field(default_factory=list)
-    end_latencies: list[float] = field(default_factory=list)
+    start_latencies: LatencyStats = field(default_factory=LatencyStats)
+    end_latencies: LatencyStats = field(default_factory=LatencyStats)
     adapters: dict[tuple[str, str], AdapterStats] = field(default_factory=dict)
     persisted_ends_by_user: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -65,17 +113,22 @@ class DemoStats:
     injected: dict[str, int] = field(default_factory=dict)
     checked_users: int = 0
     count_mismatches: list[str] = field(default_factory=list)
+    """At most one line per user."""
     notes: list[str] = field(default_factory=list)
+    outage_label: str = ""
+    """How the primary was taken down, when it was."""
     primary_label: str = ""
     product_id: str = ""
     sink_names: list[str] = field(default_factory=list)
-    results: list[Any] = field(default_factory=list, repr=False)
-    """Every start and end result, for per-adapter accounting once the sinks have drained."""
+    keys_removed: int | None = None
+    """Keys ``--cleanup`` deleted from Redis (None: not asked, or not on Redis)."""
+    keys_left: int | None = None
+    """Keys the run left in Redis without ``--cleanup`` (None: not on Redis)."""
 
     def record_start(self, user_id: str, result: SessionStartResult, latency: float) -> None:
         self.users_seen.add(user_id)
         self.started += 1
-        self.start_latencies.append(latency)
+        self.start_latencies.add(latency)
         self.conflicts += result.conflicts
         self.start_persisted += result.persisted
         if result.degraded:
@@ -90,10 +143,9 @@ class DemoStats:
                 self.onboarding_context += 1
         if any(not note.startswith("onboarding snapshot") for note in result.repairs):
             self.repaired_documents += 1
-        self.results.append(result)
 
     def record_end(self, user_id: str, result: SessionEndResult, latency: float, *, retry: bool) -> None:
-        self.end_latencies.append(latency)
+        self.end_latencies.add(latency)
         self.conflicts += result.conflicts
         self.trimmed += result.trimmed
         if result.snapshot_created is True:
@@ -116,18 +168,11 @@ class DemoStats:
                 self.end_errors[type(result.error).__name__] += 1
         if result.persisted and not result.duplicate:
             self.persisted_ends_by_user[user_id] += 1
-        self.results.append(result)
 
-    def tally_adapter_calls(self) -> None:
-        """Per-adapter counts; call after the sinks drained (their calls land late)."""
-        for result in self.results:
-            for call in result.adapter_calls:
-                self._count_call(call)
-
-    def _count_call(self, call: AdapterCall) -> None:
+    def count_call(self, call: AdapterCall) -> None:
         stats = self.adapters.setdefault((call.adapter, call.role), AdapterStats())
         stats.calls += 1
-        stats.durations.append(call.duration_s)
+        stats.durations.add(call.duration_s)
         outcome = call.outcome.value
         if outcome in ("error", "timeout"):
             stats.failed += 1
@@ -137,3 +182,37 @@ class DemoStats:
     @property
     def summarizer_failed(self) -> int:
         return sum(self.summarizer_failures.values())
+
+
+class CallTally:
+    """Counts each result's adapter calls once its background sink calls have landed.
+
+    Holds a result for ``settle_after`` seconds (the manager's sink timeout and
+    a margin), so what it keeps is bounded by the session rate, not the run.
+    """
+
+    def __init__(self, stats: DemoStats, settle_after: float) -> None:
+        self.stats = stats
+        self.settle_after = settle_after
+        self._held: deque[tuple[float, Result]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, result: Result, now: float) -> None:
+        self._held.append((now + self.settle_after, result))
+        self.settle(now)
+
+    def settle(self, now: float) -> None:
+        """Count the results whose sink calls are over by ``now``."""
+        while self._held and self._held[0][0] <= now:
+            self._count(self._held.popleft()[1])
+
+    def settle_all(self) -> None:
+        """After the drain: every remaining result is complete."""
+        while self._held:
+            self._count(self._held.popleft()[1])
+
+    def _count(self, result: Result) -> None:
+        for call in result.adapter_calls:
+            self.stats.count_call(call)

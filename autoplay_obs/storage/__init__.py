@@ -21,7 +21,10 @@ from autoplay_obs.storage._lifecycle import (
 )
 from autoplay_obs.storage._manager import StorageManager
 from autoplay_obs.storage._operator_protocol import OperatorStore
+from autoplay_obs.storage._outbox import Outbox
+from autoplay_obs.storage._outbox_types import OutboxStatus
 from autoplay_obs.storage._protocol import AtomicStore, AutoplayStorageAdapter, Stored
+from autoplay_obs.storage._replay import FlushResult
 from autoplay_obs.storage._results import (
     AdapterCall,
     Outcome,
@@ -40,9 +43,12 @@ __all__ = [
     "AutoplayStorageAdapter",
     "ErasureReceipt",
     "Finding",
+    "FlushResult",
     "InMemoryStorageAdapter",
     "NotErased",
     "OperatorStore",
+    "Outbox",
+    "OutboxStatus",
     "Outcome",
     "RedisStorageAdapter",
     "SessionEndResult",

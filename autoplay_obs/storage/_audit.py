@@ -13,7 +13,7 @@ Decisions:
   so a user whose only trace is a snapshot (a first session whose merge was
   lost) is found too. An erased user (tombstone) is not audited.
 - ``repair`` re-merges lost merges with the lifecycle's own change
-  (``_merge``) through ``update_state``: compare-and-set, idempotent, so a
+  (``merge``) through ``update_state``: compare-and-set, idempotent, so a
   session end finishing meanwhile is never counted twice.
 - A session end in flight can look like a lost merge for an instant; running
   the repair on it is harmless (the merge is idempotent).
@@ -33,8 +33,8 @@ from autoplay_obs.errors import DocumentError, UnsupportedVersionError, UserEras
 from autoplay_obs.storage._doc_trace import trace_id_of
 from autoplay_obs.storage._history import SessionRecord, read_sessions
 from autoplay_obs.storage._keys import validate_id
-from autoplay_obs.storage._lifecycle import _merge
 from autoplay_obs.storage._operator_protocol import OperatorStore, operator_store
+from autoplay_obs.storage._session_end import merge
 from autoplay_obs.user_adoption_state import MAX_SESSION_INDEX, UserAdoptionState, decode_user_state
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class _UserAudit:
         repaired = []
         for finding, record in self.lost:
             assert record.snapshot is not None
-            change = functools.partial(_merge, record.snapshot, None, True)
+            change = functools.partial(merge, record.snapshot, None, True)
             update = await self.manager.update_state(self.product_id, self.user_id, change)
             if update.written or update.state.has_session(record.session_id):
                 repaired.append(finding)

@@ -19,6 +19,9 @@ Decisions:
   just loses the compare-and-set. The decoded state is never handed out: the
   frozen parts are shared and the containers copied (``copy()``).
 - A manager belongs to the event loop that first uses it (``_loop``).
+- ``outbox=`` (a path or an ``Outbox``) is the guarantee against outages: a
+  session end returns only once its session is acknowledged by the primary
+  or durably queued there (``_session_end``); ``_replay`` merges it later.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import os
 import time
 import warnings
 from collections import OrderedDict
@@ -37,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from autoplay_obs import _json
 from autoplay_obs.errors import AutoplayError, ConfigurationError, StorageError, StorageUnavailableError
 from autoplay_obs.storage._loop import LoopBinding
+from autoplay_obs.storage._outbox import Outbox
+from autoplay_obs.storage._outbox_types import OutboxEntry
 from autoplay_obs.storage._protocol import (
     AtomicStore,
     AutoplayStorageAdapter,
@@ -44,7 +50,9 @@ from autoplay_obs.storage._protocol import (
     token_of,
     without_revision,
 )
-from autoplay_obs.storage._results import AdapterCall, Outcome, Role
+from autoplay_obs.storage._replay import FlushResult, Replayer
+from autoplay_obs.storage._results import AdapterCall, Outcome, Role, SessionEndResult
+from autoplay_obs.storage._session_end import SessionEnd
 from autoplay_obs.storage._state_writer import Change, Current, StateUpdate, StateWriter
 from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import SessionSnapshot, decode_session_snapshot
@@ -142,7 +150,12 @@ class StorageManager:
         write_deadline: float = 10.0,
         cache_size: int = 1024,
         max_summary_chars: int = DEFAULT_MAX_SUMMARY_CHARS,
+        outbox: str | os.PathLike[str] | Outbox | None = None,
+        replay_interval: float = 5.0,
     ) -> None:
+        """``outbox``: where session ends the primary did not acknowledge wait for replay
+        (a SQLite file; off when not given). ``replay_interval``: how often the background
+        replay looks for entries (other processes' too) while all is well."""
         if max_summary_chars < 1:
             raise ConfigurationError(f"max_summary_chars must be at least 1, got {max_summary_chars}")
         self.adapters = _checked_adapters(adapters)
@@ -158,6 +171,12 @@ class StorageManager:
         self.bundles_freeze = getattr(atomic, "bundles_freeze", False) is True
         """The primary can send a snapshot write and a compare-and-set in one round trip."""
         self._writer = StateWriter(atomic, self._run, Lru(cache_size), write_deadline)
+        self.outbox = outbox if isinstance(outbox, Outbox) or outbox is None else Outbox(outbox)
+        self._replayer = (
+            None
+            if self.outbox is None
+            else Replayer(self.outbox, self._replay, interval=replay_interval, max_backoff=30.0)
+        )
 
     # -- recording ---------------------------------------------------------
 
@@ -188,32 +207,34 @@ class StorageManager:
     ) -> T:
         """One adapter call, recorded for the lifecycle call that caused it and for telemetry."""
         adapter = self.primary if adapter is None else adapter
-        started = time.perf_counter()
-        outcome, error_type = Outcome.ERROR, None
-        try:
-            result = await (asyncio.wait_for(call(), timeout) if timeout else call())
-            outcome = outcome_of(result)
-            return result
-        except asyncio.TimeoutError:
-            outcome, error_type = Outcome.TIMEOUT, "TimeoutError"
-            raise StorageUnavailableError(f"{adapter_name(adapter)} timed out") from None
-        except asyncio.CancelledError:
-            outcome, error_type = Outcome.CANCELLED, "CancelledError"
-            raise
-        except AutoplayError as exc:
-            error_type = type(exc.__cause__ or exc).__name__
-            raise
-        except Exception as exc:  # a custom adapter's own error: mapped at this boundary
-            error_type = type(exc).__name__
-            raise StorageUnavailableError(f"{adapter_name(adapter)}: {error_type}: {exc}") from exc
-        finally:
-            record = AdapterCall(
-                adapter_name(adapter), role, operation, outcome, time.perf_counter() - started, error_type
-            )
-            calls = _recorder.get()
-            if calls is not None:
-                calls.append(record)
-            telemetry.adapter_call(adapter, record)
+        name = adapter_name(adapter)
+        with telemetry.adapter_call(adapter, name, role, operation) as span:  # current while it runs
+            started = time.perf_counter()
+            outcome, error_type = Outcome.ERROR, None
+            try:
+                result = await (asyncio.wait_for(call(), timeout) if timeout else call())
+                outcome = outcome_of(result)
+                return result
+            except asyncio.TimeoutError:
+                outcome, error_type = Outcome.TIMEOUT, "TimeoutError"
+                raise StorageUnavailableError(f"{name} timed out") from None
+            except asyncio.CancelledError:
+                outcome, error_type = Outcome.CANCELLED, "CancelledError"
+                raise
+            except AutoplayError as exc:
+                error_type = type(exc.__cause__ or exc).__name__
+                raise
+            except Exception as exc:  # a custom adapter's own error: mapped at this boundary
+                error_type = type(exc).__name__
+                raise StorageUnavailableError(f"{name}: {error_type}: {exc}") from exc
+            finally:
+                record = AdapterCall(
+                    name, role, operation, outcome, time.perf_counter() - started, error_type
+                )
+                calls = _recorder.get()
+                if calls is not None:
+                    calls.append(record)
+                span.done(record)
 
     # -- sinks -------------------------------------------------------------
 
@@ -254,11 +275,43 @@ class StorageManager:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Drain the sinks, then close every adapter that can be closed."""
+        """Stop the replay, drain the sinks, then close every adapter and the outbox."""
+        if self._replayer is not None:
+            await self._replayer.stop()
         await self.drain()
         closers = [getattr(adapter, "aclose", None) for adapter in self.adapters]
         # Concurrently: each sink's close is bounded by its own timeout, not the sum of them.
         await asyncio.gather(*(close() for close in closers if callable(close)), return_exceptions=True)
+        if self.outbox is not None:
+            await self.outbox.aclose()
+
+    # -- the outbox ----------------------------------------------------------
+
+    def start_replaying(self) -> None:
+        """Run the outbox replay in the background on this event loop (once; no-op without one)."""
+        if self._replayer is not None:
+            self._replayer.ensure_running()
+
+    def outbox_queued(self) -> None:
+        """A session end was queued: the replay looks sooner than its interval."""
+        if self._replayer is not None:
+            self._replayer.wake()
+
+    async def flush_outbox(self) -> FlushResult:
+        """Replay the outbox now, until it is empty or the primary fails."""
+        if self._replayer is None:
+            raise ConfigurationError("this StorageManager has no outbox (StorageManager(..., outbox=PATH))")
+        self.check_loop()
+        return await self._replayer.flush()
+
+    async def _replay(self, entry: OutboxEntry) -> SessionEndResult:
+        """One queued session end, merged into the primary's current state (never queued again)."""
+        snapshot = decode_session_snapshot(entry.snapshot).value
+        with self.recording() as calls:
+            end = SessionEnd(
+                self, entry.product_id, entry.user_id, snapshot, calls, raw=entry.snapshot, queue=False
+            )
+            return await end.run(entry.summary, None, 0.0)
 
     async def __aenter__(self) -> StorageManager:
         return self

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from autoplay_obs.errors import AutoplayError
+from autoplay_obs.errors import AutoplayError, OutboxError
 from autoplay_obs.user_adoption_state import SessionSnapshot, UserAdoptionState
 
 __all__ = ["AdapterCall", "Outcome", "Role", "SessionEndResult", "SessionStartResult"]
@@ -76,3 +76,7 @@ class SessionEndResult(_Result):
     """The summarizer's error type when it raised or timed out (the session was still saved)."""
     summary_truncated: int = 0
     """Characters cut from the summary to keep it within the manager's ``max_summary_chars``."""
+    queued: bool = False
+    """Not acknowledged by the primary, but durably in the manager's outbox: it will be replayed."""
+    outbox_error: OutboxError | None = None
+    """Why the outbox could not take the session (it is then lost, as without an outbox)."""

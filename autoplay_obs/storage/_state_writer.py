@@ -33,7 +33,7 @@ from autoplay_obs.storage._protocol import AtomicStore, Stored, new_revision, to
 from autoplay_obs.storage._results import Outcome
 from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import UserAdoptionState, decode_user_state, encode
-from autoplay_obs.user_adoption_state._models import plain_json
+from autoplay_obs.user_adoption_state._json_values import plain_json
 
 if TYPE_CHECKING:
     from autoplay_obs.storage._manager import Lru

@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["ADAPTER_BUCKETS", "INSTRUMENTS", "SUMMARIZER_BUCKETS", "Instrument"]
+__all__ = [
+    "ADAPTER_BUCKETS",
+    "DB_CLIENT_BUCKETS",
+    "DB_LABELS",
+    "INSTRUMENTS",
+    "SUMMARIZER_BUCKETS",
+    "Instrument",
+]
 
 ADAPTER_BUCKETS: Final = (
     0.0005,
@@ -34,6 +41,17 @@ ADAPTER_BUCKETS: Final = (
 """A Redis round trip (sub-millisecond) through to a slow HTTP sink (seconds)."""
 SUMMARIZER_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 """An LLM call: tenths of a second to the default 30 s timeout."""
+DB_CLIENT_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+"""The database conventions' advisory buckets for ``db.client.operation.duration``."""
+DB_LABELS: Final = (
+    "db.system.name",
+    "db.operation.name",
+    "db.namespace",
+    "server.address",
+    "server.port",
+    "error.type",
+)
+"""The conventions' attributes of ``db.client.operation.duration`` (each optional in OpenTelemetry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +72,11 @@ class Instrument:
         """The exposed family name (counters' samples add ``_total``)."""
         base = self.name.replace(".", "_")
         return f"{base}_seconds" if self.unit == "s" else base
+
+    @property
+    def prometheus_labels(self) -> tuple[str, ...]:
+        """Label names as Prometheus allows them (``db.namespace`` -> ``db_namespace``)."""
+        return tuple(label.replace(".", "_") for label in self.labels)
 
     @property
     def prometheus_type(self) -> str:
@@ -78,6 +101,15 @@ INSTRUMENTS: Final[dict[str, Instrument]] = {
             "Duration of one adapter call made through the storage manager.",
             (*_ADAPTER, "outcome"),
             ADAPTER_BUCKETS,
+        ),
+        Instrument(
+            "db_operation_duration",
+            "db.client.operation.duration",
+            "histogram",
+            "s",
+            "Duration of database client operations on the primary (OpenTelemetry database conventions).",
+            DB_LABELS,
+            DB_CLIENT_BUCKETS,
         ),
         Instrument(
             "adapter_failures",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoplay_obs.errors import MissingDependencyError
-from autoplay_obs.telemetry import _hooks
+from autoplay_obs.telemetry import _telemetry
 
 __all__ = ["TelemetryHandle", "configure_telemetry"]
 
@@ -77,7 +77,7 @@ def configure_telemetry(
         extra = "otlp" if otlp_endpoint and prometheus_port is None else "prometheus"
         raise MissingDependencyError("configure_telemetry", extra) from exc
     if record_user_id is not None:
-        _hooks.set_user_id_recording(record_user_id)
+        _telemetry.set_user_id_recording(record_user_id)
     resource = Resource.create({"service.name": service_name})
     tracer_provider = TracerProvider(resource=resource)
     readers: list[Any] = []
@@ -109,9 +109,9 @@ def configure_telemetry(
             or metrics.get_meter_provider() is not meter_provider
         ):
             logger.warning("a global tracer or meter provider was already set; autoplay_obs uses its own")
-            _hooks.use_providers(tracer_provider, meter_provider)
+            _telemetry.use_providers(tracer_provider, meter_provider)
     else:
-        _hooks.use_providers(tracer_provider, meter_provider)
+        _telemetry.use_providers(tracer_provider, meter_provider)
     handle = TelemetryHandle(tracer_provider, meter_provider, _installed_globally=install_globally)
     if prometheus_port is not None:
         from autoplay_obs.telemetry import prometheus

@@ -21,7 +21,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from autoplay_obs.errors import MissingDependencyError
-from autoplay_obs.telemetry import _hooks
+from autoplay_obs.telemetry import _telemetry
+from autoplay_obs.telemetry._delivery import delivery_counts
 from autoplay_obs.telemetry._instruments import INSTRUMENTS
 
 if TYPE_CHECKING:
@@ -59,17 +60,17 @@ def enable() -> CollectorRegistry:
                     instruments[key] = client.Histogram(
                         inst.prometheus_name,
                         inst.description,
-                        inst.labels,
+                        inst.prometheus_labels,
                         unit=inst.prometheus_unit,
                         registry=reg,
                         buckets=(*(inst.buckets or ()), float("inf")),
                     )
                 else:
                     instruments[key] = client.Counter(
-                        inst.prometheus_name, inst.description, inst.labels, registry=reg
+                        inst.prometheus_name, inst.description, inst.prometheus_labels, registry=reg
                     )
             _registry, _instruments = reg, instruments
-        _hooks._set_prometheus(_instruments)
+        _telemetry.set_prometheus(_instruments)
         return _registry
 
 
@@ -82,21 +83,21 @@ class _DeliveryCollector:
 
     def _empty(self) -> Any:
         inst = self._instrument
-        return self._family(inst.prometheus_name, inst.description, labels=inst.labels)
+        return self._family(inst.prometheus_name, inst.description, labels=inst.prometheus_labels)
 
     def describe(self) -> list[Any]:
         return [self._empty()]
 
     def collect(self) -> list[Any]:
         family = self._empty()
-        for labels, count in sorted(_hooks.delivery_counts().items()):
+        for labels, count in sorted(delivery_counts().items()):
             family.add_metric(labels, count)
         return [family]
 
 
 def disable() -> None:
     """Stop recording into the registry (what it holds stays, and is still served)."""
-    _hooks._set_prometheus(None)
+    _telemetry.set_prometheus(None)
 
 
 def registry() -> CollectorRegistry:

@@ -2,7 +2,7 @@
 
 The Structs here are the stored documents; see ``_parts`` (the frozen parts)
 and ``_models`` for the rules they keep, and ``_codec`` for how documents from
-the wild are read. Layering: enums <- parts <- models <- codec.
+the wild are read. Layering: enums <- parts <- models, snapshot <- codec.
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ from autoplay_obs.user_adoption_state._codec import (
 )
 from autoplay_obs.user_adoption_state._enums import JourneyState, MasteryLevel, WorkflowStatus
 from autoplay_obs.user_adoption_state._models import (
-    DENOMINATOR_ALL_CATALOG,
-    DENOMINATOR_ASSIGNED,
     MAX_SESSION_INDEX,
     OnboardingState,
     SessionRecorded,
     Sessions,
-    SessionSnapshot,
     UserAdoptionState,
 )
 from autoplay_obs.user_adoption_state._parts import (
@@ -30,6 +27,11 @@ from autoplay_obs.user_adoption_state._parts import (
     StepInAssessment,
     StepProgress,
     WorkflowProgress,
+)
+from autoplay_obs.user_adoption_state._snapshot import (
+    DENOMINATOR_ALL_CATALOG,
+    DENOMINATOR_ASSIGNED,
+    SessionSnapshot,
 )
 from autoplay_obs.user_adoption_state._summary_input import build_onboarding_summary_input
 

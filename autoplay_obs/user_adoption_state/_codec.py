@@ -24,9 +24,8 @@ to read (``UnreadableDocumentError``), and a ``_v`` other than 1
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar, cast
 
@@ -35,8 +34,10 @@ from msgspec import inspect as mi
 
 from autoplay_obs import _json
 from autoplay_obs.errors import UnreadableDocumentError, UnsupportedVersionError
-from autoplay_obs.user_adoption_state._models import MAX_SESSION_INDEX, SessionSnapshot, UserAdoptionState
+from autoplay_obs.user_adoption_state._models import MAX_SESSION_INDEX, UserAdoptionState
 from autoplay_obs.user_adoption_state._parts import SOURCE_UNKNOWN, WorkflowProgress
+from autoplay_obs.user_adoption_state._repair import BAD, finite_number, parse, repair, repair_any
+from autoplay_obs.user_adoption_state._snapshot import SessionSnapshot
 
 __all__ = [
     "Decoded",
@@ -122,7 +123,7 @@ def _lacks_version(cls: type[Any], raw: bytes | str | Mapping[str, Any]) -> bool
 
 def _read_lenient(cls: type[T], raw: Any, user_id: str | None) -> Decoded[T]:
     repairs: list[str] = []
-    data = _parse(raw, repairs)
+    data = parse(raw, repairs)
     if not isinstance(data, dict):
         raise UnreadableDocumentError(f"expected a JSON object, got {type(data).__name__}")
     info = cast(mi.StructType, mi.type_info(cls))
@@ -131,8 +132,8 @@ def _read_lenient(cls: type[T], raw: Any, user_id: str | None) -> Decoded[T]:
         _repair_version(data, repairs)
     if cls is UserAdoptionState:
         _repair_user_id(data, user_id, repairs)
-    fixed = _repair(data, info, "$", repairs)
-    if fixed is _BAD:
+    fixed = repair(data, info, "$", repairs)
+    if fixed is BAD:
         raise UnreadableDocumentError("document has no usable required fields")
     try:
         value = msgspec.convert(fixed, cls)
@@ -142,67 +143,13 @@ def _read_lenient(cls: type[T], raw: Any, user_id: str | None) -> Decoded[T]:
     return Decoded(value, tuple(repairs))
 
 
-class _NonFinite:
-    """Stands in for NaN / Infinity while parsing, so the walker sees them."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-
-_BAD: Final = object()
-
-
-def _parse(raw: Any, repairs: list[str]) -> Any:
-    if isinstance(raw, Mapping):
-        return _scrub(raw, "$", repairs)
-    if isinstance(raw, (bytes, bytearray, memoryview)):
-        data = bytes(raw)
-        try:
-            raw = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raw = data.decode("utf-8", errors="replace")
-            repairs.append("$: invalid UTF-8 bytes replaced with U+FFFD")
-    if not isinstance(raw, str):
-        raise UnreadableDocumentError(f"cannot read a document from {type(raw).__name__}")
-    try:
-        return json.loads(raw, parse_constant=_NonFinite, parse_int=_parse_int)
-    except (ValueError, RecursionError) as exc:
-        raise UnreadableDocumentError(f"not JSON: {exc}") from exc
-
-
-def _parse_int(text: str) -> int | float:
-    """An integer past Python's digit limit reads as a float (inf), to be repaired, not refused."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-def _scrub(value: Any, path: str, repairs: list[str]) -> Any:
-    """Plain-dict input: NaN/inf become markers and keys become strings, as in JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return _NonFinite(_token(value))
-    if isinstance(value, Mapping):
-        return {_key(k, path, repairs): _scrub(v, f"{path}.{k}", repairs) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v, f"{path}[{i}]", repairs) for i, v in enumerate(value)]
-    return value
-
-
-def _key(key: Any, path: str, repairs: list[str]) -> str:
-    if isinstance(key, str):
-        return key
-    repairs.append(f"{path}: key {key!r} read as a string")
-    return str(key)
-
-
 def _repair_version(data: dict[str, Any], repairs: list[str]) -> None:
-    version = data.get("_v", _BAD)
+    version = data.get("_v", BAD)
     if version == 1 and type(version) is int:
         return
-    if version is _BAD:
+    if version is BAD:
         repairs.append("$._v: missing, read as version 1")
-    elif isinstance(version, (str, float)) and not isinstance(version, bool) and _num(version) == 1:
+    elif isinstance(version, (str, float)) and not isinstance(version, bool) and finite_number(version) == 1:
         repairs.append(f"$._v: {version!r} read as version 1")
     else:
         raise UnsupportedVersionError(version)
@@ -222,183 +169,6 @@ def _repair_user_id(data: dict[str, Any], user_id: str | None, repairs: list[str
     repairs.append(f"$.user_id: {stored!r} replaced with {data['user_id']!r}")
 
 
-def _num(value: Any) -> float | None:
-    """A finite number from a JSON scalar, or None."""
-    if isinstance(value, bool) or value is None or isinstance(value, _NonFinite):
-        return None
-    if isinstance(value, (int, float, str)):
-        try:
-            number = float(value.strip() if isinstance(value, str) else value)
-        except (ValueError, OverflowError):  # OverflowError: an int too big for a float
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _bounded(number: float, t: mi.IntType | mi.FloatType, path: str, repairs: list[str]) -> float:
-    low = t.ge if t.ge is not None else t.gt
-    high = t.le if t.le is not None else t.lt
-    if low is not None and number < low:
-        repairs.append(f"{path}: {number!r} clamped to {low!r}")
-        return low
-    if high is not None and number > high:
-        repairs.append(f"{path}: {number!r} clamped to {high!r}")
-        return high
-    return number
-
-
-def _repair_float(value: Any, t: mi.FloatType, path: str, repairs: list[str]) -> Any:
-    number = _num(value)
-    if number is None:
-        return _BAD
-    if not isinstance(value, (int, float)):
-        repairs.append(f"{path}: {value!r} read as a number")
-    return _bounded(number, t, path, repairs)
-
-
-def _repair_int(value: Any, t: mi.IntType, path: str, repairs: list[str]) -> Any:
-    number = _num(value)
-    if number is None:
-        return _BAD
-    if not isinstance(value, int) or number != int(number):
-        repairs.append(f"{path}: {value!r} read as an integer")
-    return int(_bounded(float(int(number)), t, path, repairs))
-
-
-def _repair_bool(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
-    if isinstance(value, bool):
-        return value
-    truth = {"true": True, "false": False, "1": True, "0": False, 1: True, 0: False}
-    key = value.strip().lower() if isinstance(value, str) else value
-    if isinstance(key, (str, int)) and key in truth:
-        repairs.append(f"{path}: {value!r} read as a boolean")
-        return truth[key]
-    return _BAD
-
-
-def _repair_str(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        repairs.append(f"{path}: {value!r} read as a string")
-        return str(value)
-    return _BAD
-
-
-def _repair_choice(value: Any, t: mi.EnumType | mi.LiteralType, path: str, repairs: list[str]) -> Any:
-    allowed = [m.value for m in t.cls] if isinstance(t, mi.EnumType) else list(t.values)
-    return value if value in allowed and not isinstance(value, bool) else _BAD
-
-
-def _repair_any(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
-    if isinstance(value, _NonFinite) or (isinstance(value, float) and not math.isfinite(value)):
-        repairs.append(f"{path}: {_show(value)} replaced with null")
-        return None
-    if isinstance(value, dict):
-        return {k: _repair_any(v, t, f"{path}.{k}", repairs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_repair_any(v, t, f"{path}[{i}]", repairs) for i, v in enumerate(value)]
-    return value
-
-
-def _repair_union(value: Any, t: mi.UnionType, path: str, repairs: list[str]) -> Any:
-    if value is None and t.includes_none:
-        return None
-    for member in t.types:
-        if isinstance(member, mi.NoneType):
-            continue
-        fixed = _repair(value, member, path, repairs)
-        if fixed is not _BAD:
-            return fixed
-    if t.includes_none:
-        repairs.append(f"{path}: unusable {_show(value)} replaced with null")
-        return None
-    return _BAD
-
-
-def _repair_sequence(value: Any, t: mi.ListType | mi.VarTupleType, path: str, repairs: list[str]) -> Any:
-    if not isinstance(value, list):
-        return _BAD
-    items = []
-    for i, item in enumerate(value):
-        fixed = _repair(item, t.item_type, f"{path}[{i}]", repairs)
-        if fixed is _BAD:
-            repairs.append(f"{path}[{i}]: unreadable entry {_show(item)} dropped")
-        else:
-            items.append(fixed)
-    return items
-
-
-def _repair_mapping(value: Any, t: mi.DictType, path: str, repairs: list[str]) -> Any:
-    if not isinstance(value, dict):
-        return _BAD
-    result = {}
-    for key, item in value.items():
-        fixed = _repair(item, t.value_type, f"{path}.{key}", repairs)
-        if fixed is _BAD:
-            repairs.append(f"{path}.{key}: unreadable entry {_show(item)} dropped")
-        else:
-            result[key] = fixed
-    return result
-
-
-def _repair_struct(value: Any, t: mi.StructType, path: str, repairs: list[str]) -> Any:
-    if not isinstance(value, dict):
-        return _BAD
-    result = {}
-    for f in t.fields:
-        name = f.encode_name
-        if name not in value:
-            if f.required:
-                return _BAD
-            continue
-        fixed = _repair(value[name], f.type, f"{path}.{name}", repairs)
-        if fixed is not _BAD:
-            result[name] = fixed
-        elif f.required:
-            return _BAD
-        else:
-            repairs.append(f"{path}.{name}: unusable {_show(value[name])} replaced with the default")
-    return result
-
-
-_REPAIRERS: Final[dict[type[mi.Type], Callable[[Any, Any, str, list[str]], Any]]] = {
-    mi.AnyType: _repair_any,
-    mi.FloatType: _repair_float,
-    mi.IntType: _repair_int,
-    mi.BoolType: _repair_bool,
-    mi.StrType: _repair_str,
-    mi.EnumType: _repair_choice,
-    mi.LiteralType: _repair_choice,
-    mi.UnionType: _repair_union,
-    mi.ListType: _repair_sequence,
-    mi.VarTupleType: _repair_sequence,
-    mi.DictType: _repair_mapping,
-    mi.StructType: _repair_struct,
-}
-
-
-def _repair(value: Any, t: mi.Type, path: str, repairs: list[str]) -> Any:
-    if isinstance(value, _NonFinite) and not isinstance(t, mi.AnyType):
-        return _BAD
-    if isinstance(t, mi.NoneType):
-        return None if value is None else _BAD
-    return _REPAIRERS[type(t)](value, t, path, repairs)
-
-
-def _token(number: float) -> str:
-    """How JSON spells a non-finite float, so dict and bytes input report alike."""
-    return "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return _token(value)
-    text = value.token if isinstance(value, _NonFinite) else repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
 def _check_rules(value: Any, repairs: list[str]) -> None:
     """Rules a type cannot express; cheap enough to run on every read."""
     if isinstance(value, SessionSnapshot):
@@ -407,7 +177,7 @@ def _check_rules(value: Any, repairs: list[str]) -> None:
     if not isinstance(value, UserAdoptionState):
         return
     if not _all_finite(value.metadata):  # NaN from a plain dict, or a literal like 1e400
-        value.metadata = _repair_any(value.metadata, _ANY, "$.metadata", repairs)
+        value.metadata = repair_any(value.metadata, _ANY, "$.metadata", repairs)
     sessions = value.sessions
     if sessions.count < len(sessions.index):
         repairs.append(f"$.sessions.count: {sessions.count} raised to {len(sessions.index)}")

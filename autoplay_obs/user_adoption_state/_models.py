@@ -1,4 +1,4 @@
-"""The stored documents: the mutable user state and the frozen session snapshot.
+"""The mutable per-user document and its two containers.
 
 Decisions:
 - Immutable parts, mutable top (see ``_parts``). ``UserAdoptionState`` and
@@ -6,31 +6,26 @@ Decisions:
   methods replace the frozen parts they change and keep every WIRE_FORMAT
   rule. ``copy()`` copies the containers and shares the frozen parts, so a
   copy costs a few dict and list copies whatever the document's size.
-- ``metadata`` is the host's free-form JSON. Whatever enters it is turned into
-  plain JSON values (``plain_json``) before it is stored, so what a cache
-  holds is what the store holds; each copy gets its own.
-- ``SessionSnapshot`` is frozen and shares the state's frozen parts; its one
-  dict is its own, so nothing it holds can change after capture.
+- ``metadata`` is the host's free-form JSON (``_json_values``); each copy
+  gets its own.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import msgspec
 from msgspec import field
 
 from autoplay_obs.errors import InvalidValueError
 from autoplay_obs.user_adoption_state._enums import JourneyState, MasteryLevel, WorkflowStatus
+from autoplay_obs.user_adoption_state._json_values import copy_json, plain_json
 from autoplay_obs.user_adoption_state._parts import (
     SOURCE_UNKNOWN,
     Count,
-    Denominator,
     Document,
-    Duration,
     Mastery,
     SessionIndexEntry,
     StepInAssessment,
@@ -45,71 +40,18 @@ from autoplay_obs.user_adoption_state._parts import (
     unit,
 )
 
+if TYPE_CHECKING:
+    from autoplay_obs.user_adoption_state._snapshot import SessionSnapshot
+
 __all__ = [
-    "DENOMINATOR_ALL_CATALOG",
-    "DENOMINATOR_ASSIGNED",
     "MAX_SESSION_INDEX",
     "OnboardingState",
     "SessionRecorded",
-    "SessionSnapshot",
     "Sessions",
     "UserAdoptionState",
-    "plain_json",
 ]
 
 MAX_SESSION_INDEX: Final = 50
-DENOMINATOR_ALL_CATALOG: Final = "all_catalog_workflows"
-DENOMINATOR_ASSIGNED: Final = "assigned_workflows"
-_JSON_SCALARS: Final = (str, int, bool, type(None))
-
-
-def plain_json(value: Any, what: str = "metadata") -> Any:
-    """``value`` as plain JSON values (the same object when it already is).
-
-    Tuples and sets become lists, enums their values, non-finite floats null,
-    Structs and dataclasses dicts; what JSON cannot hold (non-string keys, an
-    arbitrary object) is an ``InvalidValueError``.
-    """
-    if _is_plain(value):
-        return value
-    try:
-        builtins = msgspec.to_builtins(value, str_keys=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError(f"{what} must hold JSON values: {exc}") from exc
-    return _finite_json(builtins, what)
-
-
-def _is_plain(value: Any) -> bool:
-    kind = type(value)
-    if kind in _JSON_SCALARS:
-        return True
-    if kind is float:
-        return math.isfinite(value)
-    if kind is dict:
-        return all(type(k) is str and _is_plain(v) for k, v in value.items())
-    if kind is list:
-        return all(_is_plain(v) for v in value)
-    return False
-
-
-def _finite_json(value: Any, what: str) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise InvalidValueError(f"{what} keys must be strings, got {list(value)!r}")
-        return {k: _finite_json(v, what) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v, what) for v in value]
-    return value
-
-
-def _copy_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(v) for v in value]
-    return value
 
 
 class OnboardingState(Document):
@@ -250,7 +192,7 @@ class UserAdoptionState(Document, kw_only=True):
         """A state of its own: containers copied, frozen parts shared."""
         return msgspec.structs.replace(
             self,
-            metadata=_copy_json(self.metadata),
+            metadata=copy_json(self.metadata),
             discovered_features=list(self.discovered_features),
             onboarding=msgspec.structs.replace(
                 self.onboarding, workflow_progress=dict(self.onboarding.workflow_progress)
@@ -403,105 +345,3 @@ class UserAdoptionState(Document, kw_only=True):
 
 def _recency(entry: SessionIndexEntry) -> tuple[float, str]:
     return entry.recency
-
-
-# msgspec allows a frozen Struct to extend a mutable one; mypy applies dataclass rules.
-class SessionSnapshot(Document, frozen=True, kw_only=True):  # type: ignore[misc]
-    """A frozen capture of one finished session, stored write-once."""
-
-    version: Literal[1] = field(default=1, name="_v")
-    frozen_: bool = field(default=True, name="_frozen")
-    session_id: str
-    session_number: Count
-    user_id: str
-    started_at: Timestamp
-    captured_at: Timestamp = field(default_factory=time.time)
-    duration_s: Duration = 0.0
-    journey_state: JourneyState = JourneyState.ONBOARDING
-    mastery: Mastery = field(default_factory=Mastery)
-    proactive_support_count: Count = 0
-    distinct_features_seen: Count = 0
-    discovered_features: tuple[str, ...] = ()
-    reached_onboarding_complete: bool = False
-    completion_rate: Unit = 0.0
-    completion_rate_denominator: Denominator = DENOMINATOR_ALL_CATALOG
-    total_catalog_workflows: Count = 0
-    completed_workflow_ids: tuple[str, ...] = ()
-    in_progress_workflow_ids: tuple[str, ...] = ()
-    untouched_workflow_ids: tuple[str, ...] = ()
-    workflow_progress: dict[str, WorkflowProgress] = field(default_factory=dict)
-
-    def copy(self) -> SessionSnapshot:
-        """A snapshot whose one dict is its own (the parts in it are frozen and shared)."""
-        return msgspec.structs.replace(self, workflow_progress=dict(self.workflow_progress))
-
-    def index_entry(self) -> SessionIndexEntry:
-        return SessionIndexEntry(
-            session_id=self.session_id,
-            session_number=self.session_number,
-            started_at=self.started_at,
-            captured_at=self.captured_at,
-        )
-
-    @classmethod
-    def from_adoption_state(
-        cls,
-        state: UserAdoptionState,
-        *,
-        session_id: str,
-        session_number: int,
-        started_at: float,
-        catalog_workflow_ids: Iterable[str],
-        completion_rate_denominator: Denominator = DENOMINATOR_ALL_CATALOG,
-        now: float | None = None,
-    ) -> SessionSnapshot:
-        """Freeze the live state at the end of a session.
-
-        Completion rate counts the catalog workflows the user completed over
-        the catalog size (0 for an empty catalog), so it stays within 0..1
-        even when progress exists for workflows outside the catalog.
-        """
-        session_id = required_id(session_id, "session_id")
-        if completion_rate_denominator not in (DENOMINATOR_ALL_CATALOG, DENOMINATOR_ASSIGNED):
-            raise InvalidValueError(f"unknown completion_rate_denominator {completion_rate_denominator!r}")
-        at = now_or(now)
-        started = timestamp(started_at, "started_at")
-        SessionIndexEntry(
-            session_id=session_id, session_number=session_number, started_at=started, captured_at=at
-        ).checked()
-        catalog = _catalog(catalog_workflow_ids)
-        onboarding = state.onboarding
-        completed = onboarding.completed_workflow_ids
-        completed_in_catalog = len(set(completed).intersection(catalog))
-        return cls(
-            session_id=session_id,
-            session_number=session_number,
-            user_id=state.user_id,
-            started_at=started,
-            captured_at=at,
-            duration_s=round(max(0.0, at - started), 2),
-            journey_state=state.journey_state,
-            mastery=state.mastery,
-            proactive_support_count=onboarding.proactive_support_count,
-            distinct_features_seen=onboarding.distinct_features_seen,
-            discovered_features=tuple(state.discovered_features),
-            reached_onboarding_complete=onboarding.is_onboarding_complete,
-            completion_rate=round(completed_in_catalog / len(catalog), 4) if catalog else 0.0,
-            completion_rate_denominator=completion_rate_denominator,
-            total_catalog_workflows=len(catalog),
-            completed_workflow_ids=tuple(completed),
-            in_progress_workflow_ids=tuple(onboarding.in_progress_workflow_ids),
-            untouched_workflow_ids=tuple(wid for wid in catalog if wid not in onboarding.workflow_progress),
-            workflow_progress=dict(onboarding.workflow_progress),
-        )
-
-
-def _catalog(ids: Iterable[str]) -> list[str]:
-    """The catalog's workflow ids, unique and in order; a str or non-str ids are refused."""
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
-        raise InvalidValueError(f"catalog_workflow_ids must be a sequence of ids, got {ids!r}")
-    catalog = list(ids)
-    for wid in catalog:
-        if not isinstance(wid, str):
-            raise InvalidValueError(f"catalog_workflow_ids must hold strings, got {wid!r}")
-    return list(dict.fromkeys(catalog))

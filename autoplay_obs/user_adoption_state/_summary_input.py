@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autoplay_obs.user_adoption_state._models import SessionSnapshot
+from autoplay_obs.user_adoption_state._snapshot import SessionSnapshot
 
 __all__ = ["build_onboarding_summary_input"]
 

@@ -196,6 +196,22 @@ async def test_audit_reports_what_waits_in_the_outbox(
         assert await outbox.pending_for(P, "queued") == []
 
 
+async def test_an_outbox_replay_does_not_bring_an_erased_user_back(
+    raw: redis.asyncio.Redis, redis_url: str, make_snapshot: MakeSnapshot, tmp_path: Path
+) -> None:
+    adapter = RedisStorageAdapter(redis_url=redis_url)
+    async with StorageManager([adapter], outbox=tmp_path / "outbox.sqlite") as manager:
+        await sessions(manager, "u1", 2, make_snapshot)
+        assert (await manager.delete_user(P, "u1")).keys_deleted == 3
+        assert manager.outbox is not None
+        late = make_snapshot("s3", number=3, user_id="u1")  # queued by a process that missed the erase
+        assert (await manager.outbox.put(OutboxItem(P, "u1", "s3", _stamped(late)))).queued
+        await manager.flush_outbox()
+        assert await manager.outbox.pending_for(P, "u1") == []  # dropped, not retried forever
+    assert await user_keys(raw, "u1") == {user_state_key(P, "u1").encode()}
+    assert is_tombstone(await raw.get(user_state_key(P, "u1")))
+
+
 # ------------------------------------------------------------------ history, inspect, erase
 
 

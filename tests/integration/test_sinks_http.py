@@ -31,7 +31,7 @@ from autoplay_obs.errors import ConfigurationError, MissingDependencyError
 from autoplay_obs.storage import InMemoryStorageAdapter, StorageManager, end_session, start_session
 from autoplay_obs.storage.adapters._analytics import DeliveryLedger, session_event_key
 from autoplay_obs.storage.adapters.amplitude import AmplitudeStorageAdapter
-from autoplay_obs.storage.adapters.posthog import PostHogStorageAdapter
+from autoplay_obs.storage.adapters.posthog import PostHogDeliveryHook, PostHogStorageAdapter
 from autoplay_obs.user_adoption_state import MasteryLevel, SessionSnapshot, UserAdoptionState
 
 PH_PATH = "/batch/"
@@ -304,17 +304,12 @@ async def test_injected_clients_are_used_hooked_and_left_open(recording_http_ser
     server = recording_http_server
     server.set_behaviour(PH_PATH, status=500)
     seen: list[int] = []
-    ph_client = posthog.Posthog(
-        "phc_own",
-        host=server.url,
-        flush_interval=0.05,
-        max_retries=0,
-        on_error=lambda e, b: seen.append(len(b)),
-    )
+    hook = PostHogDeliveryHook(then=lambda e, b: seen.append(len(b)))
+    ph_client = posthog.Posthog("phc_own", host=server.url, flush_interval=0.05, max_retries=0, on_error=hook)
     amp_client = amplitude.Amplitude(
         "amp_own", amplitude.Config(server_url=server.url + AMP_PATH, flush_interval_millis=50)
     )
-    ph = PostHogStorageAdapter(client=ph_client)
+    ph = PostHogStorageAdapter(client=ph_client, on_error_hook=hook)
     amp = AmplitudeStorageAdapter(client=amp_client)
     snapshot = snapshot_of(UserAdoptionState(user_id="user_1"), "s1", 1, T0)
     for sink in (ph, amp):

@@ -50,12 +50,12 @@ def test_configure_telemetry_uses_its_own_meter_when_the_host_set_one() -> None:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from autoplay_obs.storage import InMemoryStorageAdapter, StorageManager, on_session_start
-        from autoplay_obs.telemetry import _hooks, configure_telemetry
+        from autoplay_obs.telemetry import _telemetry, configure_telemetry
 
         metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
         handle = configure_telemetry("svc")
         asyncio.run(on_session_start("p", "u", "s", StorageManager([InMemoryStorageAdapter()])))
-        print(_hooks._live().meter_provider is handle.meter_provider)
+        print(_telemetry.current().meter_provider is handle.meter_provider)
         handle.shutdown()
         """
     )

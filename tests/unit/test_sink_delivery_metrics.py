@@ -100,6 +100,6 @@ def test_a_collected_ledger_keeps_its_totals_so_the_counter_never_goes_backwards
 
 
 def telemetry_counts(sink: str) -> dict[tuple[str, str], int]:
-    from autoplay_obs.telemetry._hooks import delivery_counts
+    from autoplay_obs.telemetry._delivery import delivery_counts
 
     return {(o, r): n for (s, o, r), n in delivery_counts().items() if s == sink}

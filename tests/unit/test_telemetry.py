@@ -39,7 +39,9 @@ from autoplay_obs.storage import (
     init_user_state,
     start_session,
 )
+from autoplay_obs.storage._keys import user_state_key
 from autoplay_obs.telemetry import _hooks
+from autoplay_obs.telemetry._switches import Switches
 from autoplay_obs.user_adoption_state import SessionIndexEntry, SessionSnapshot, encode
 
 PRODUCT, USER = "prod_1", "user_42"
@@ -80,6 +82,18 @@ class Otel:
                         value = point.count if isinstance(point, HistogramDataPoint) else point.value
                         points[frozenset((point.attributes or {}).items())] = value
         return out
+
+    def points(self, name: str) -> dict[frozenset[tuple[str, Any]], float]:
+        return self.metrics().get(name, {})
+
+    def buckets(self, name: str) -> tuple[float, ...]:
+        data = self.reader.get_metrics_data()
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        return tuple(metric.data.data_points[0].explicit_bounds)
+        raise AssertionError(name)
 
     def counters(self) -> dict[str, dict[frozenset[tuple[str, Any]], float]]:
         """Only the non-zero counters (histograms excluded)."""
@@ -587,28 +601,85 @@ async def test_redis_spans_follow_database_conventions(otel: Otel) -> None:
     started = await start_session(PRODUCT, USER, "s1", manager)
     ended = await end_session(PRODUCT, USER, snapshot_of("s1", 1), manager, summary="x")
 
-    expected_commands = {"load_state": "GET", "swap_state": "EVALSHA", "freeze_and_swap": "PIPELINE"}
-    spans = [s for s in otel.spans() if s.name.endswith(" redis")]
-    calls = [*started.adapter_calls, *ended.adapter_calls]
-    assert sorted(s.name for s in spans) == sorted(f"{c.operation} redis" for c in calls)
-    assert {"swap_state redis", "freeze_and_swap redis"} <= {s.name for s in spans}
-    for span in spans:
-        operation = span.name.split()[0]
-        attrs = dict(span.attributes or {})
-        outcome = attrs.pop("autoplay.outcome")
-        if outcome in ("error", "timeout"):
-            assert span.status.status_code is StatusCode.ERROR
-            assert attrs.pop("error.type")
-        assert attrs == {
-            "autoplay.adapter.name": "redis",
-            "autoplay.adapter.role": "primary",
-            "autoplay.operation": operation,
-            "db.system.name": "redis",
-            "db.operation.name": expected_commands[operation],
-            "db.namespace": "0",
-            "server.address": described["server.address"],
-            "server.port": described["server.port"],
-        }
+    calls = [(c.operation, c.outcome.value) for c in (*started.adapter_calls, *ended.adapter_calls)]
+    assert calls == [("load_state", "not_found"), ("swap_state", "ok"), ("freeze_and_swap", "ok")]
+    server = {
+        "db.system.name": "redis",
+        "db.namespace": "0",
+        "server.address": described["server.address"],
+        "server.port": described["server.port"],
+    }
+    spans = sorted((s for s in otel.spans() if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time)
+    assert [(s.name, dict(s.attributes or {})) for s in spans] == [
+        (
+            "GET 0",
+            {
+                **adapter_attrs("redis", "primary", "load_state", "not_found"),
+                **server,
+                "db.operation.name": "GET",
+            },
+        ),
+        (
+            "EVALSHA 0",
+            {
+                **adapter_attrs("redis", "primary", "swap_state", "ok"),
+                **server,
+                "db.operation.name": "EVALSHA",
+            },
+        ),
+        (
+            "PIPELINE 0",
+            {
+                **adapter_attrs("redis", "primary", "freeze_and_swap", "ok"),
+                **server,
+                "db.operation.name": "PIPELINE",
+                "db.operation.batch.size": 2,
+            },
+        ),
+    ]
+    assert all(s.status.status_code is StatusCode.UNSET for s in spans)
+    db = otel.points("db.client.operation.duration")
+    assert db == {
+        labels(**server, **{"db.operation.name": "GET"}): 1,
+        labels(**server, **{"db.operation.name": "EVALSHA"}): 1,
+        labels(**server, **{"db.operation.name": "PIPELINE"}): 1,
+    }
+    assert otel.buckets("db.client.operation.duration") == (
+        0.001,
+        0.005,
+        0.01,
+        0.05,
+        0.1,
+        0.5,
+        1.0,
+        5.0,
+        10.0,
+    )
+
+
+async def test_redis_error_type_is_the_error_prefix(otel: Otel) -> None:
+    client = fakeredis.aioredis.FakeRedis()
+    adapter = RedisStorageAdapter(client=client)
+    await client.rpush(user_state_key(PRODUCT, USER), "not a document")
+    result = await start_session(PRODUCT, USER, "s1", StorageManager([adapter]))
+    assert result.degraded and not result.persisted
+
+    get = otel.span("GET 0")
+    assert get.status.status_code is StatusCode.ERROR
+    assert get.status.description == "WRONGTYPE"
+    assert dict(get.attributes or {}) == {
+        **adapter_attrs("redis", "primary", "load_state", "error"),
+        **adapter.describe(),
+        "db.operation.name": "GET",
+        "error.type": "WRONGTYPE",
+        "db.response.status_code": "WRONGTYPE",
+    }
+    assert otel.counters()["autoplay.adapter.operation.failures"] == {
+        labels(adapter="redis", role="primary", operation="load_state", error_type="ResponseError"): 1
+    }
+    assert otel.points("db.client.operation.duration") == {
+        labels(**adapter.describe(), **{"db.operation.name": "GET", "error.type": "WRONGTYPE"}): 1
+    }
 
 
 # ------------------------------------------------------------------------------ switches
@@ -623,20 +694,34 @@ async def test_switched_off_records_nothing(otel: Otel) -> None:
     assert otel.metrics() == {}
 
 
-async def test_no_sdk_creates_no_spans_and_costs_no_context_switch() -> None:
+async def test_no_sdk_starts_invalid_spans_and_attaches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import context as otel_context
+
     telemetry.use_providers()
-    live = _hooks._live()
-    assert live is not None and live.idle and live.tracer is None and live.recorder is None
+    attached: list[object] = []
+    real_attach = otel_context.attach
+
+    def counting_attach(ctx: Any) -> object:
+        attached.append(ctx)
+        return real_attach(ctx)
+
+    monkeypatch.setattr(otel_context, "attach", counting_attach)
     result = await start_session(PRODUCT, USER, "s1", StorageManager([InMemoryStorageAdapter()]))
     assert result.persisted
+    assert attached == []  # no SDK: nothing made current, no context switch
 
 
-async def test_providers_are_rechecked_when_they_change(otel: Otel) -> None:
-    live = _hooks._live()
-    assert live is not None and live.tracer is not None
-    assert _hooks._live() is live  # cached while nothing changes
+async def test_use_providers_swaps_the_object_and_resets(otel: Otel) -> None:
+    from autoplay_obs.telemetry import _telemetry
+
+    injected = telemetry.current()
+    assert injected is not None and injected.tracer_provider is not None
     telemetry.use_providers()
-    assert _hooks._live() is not live
+    assert telemetry.current() is _telemetry._global
+    telemetry.set_enabled(False)
+    assert telemetry.current() is None
+    telemetry.set_enabled(True)
+    assert telemetry.current() is _telemetry._global
 
 
 @pytest.mark.parametrize("mode", ["omit", "hashed", "raw"])
@@ -659,9 +744,13 @@ def test_user_id_env_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(telemetry.ENV_SWITCH, "off")
     monkeypatch.setenv(telemetry.ENV_RECORD_USER_ID, "hashed")
     monkeypatch.setenv(telemetry.ENV_USER_ID_KEY, "from-env")
-    state = _hooks._State()
+    monkeypatch.setenv(telemetry.ENV_DB_METRICS, "off")
+    monkeypatch.setenv(telemetry.ENV_SEMCONV_OPT_IN, "database, gen_ai_latest_experimental")
+    state = Switches.from_env()
     assert state.enabled is False
     assert state.user_id_mode == "hashed" and state.user_id_key == b"from-env"
+    assert state.db_metrics is False and state.genai is True and state.capture_content is False
+    assert Switches.from_env({}) == Switches(True, "omit", Switches.from_env({}).user_id_key)
 
 
 def test_instrument_table_is_the_only_definition() -> None:
@@ -670,6 +759,7 @@ def test_instrument_table_is_the_only_definition() -> None:
     names = {i.name for i in INSTRUMENTS.values()}
     assert names == {
         "autoplay.adapter.operation.duration",
+        "db.client.operation.duration",
         "autoplay.adapter.operation.failures",
         "autoplay.snapshot.writes",
         "autoplay.summaries.truncated",

@@ -290,3 +290,25 @@ async def test_metadata_that_is_not_plain_json_is_normalised_before_it_is_stored
 
     with pytest.raises(InvalidValueError, match="metadata"):
         await manager.update_state(P, U, bad)
+
+
+class _FreezeFailsInThePipeline(RedisStorageAdapter):
+    """The pipeline's SET NX answers with an error while its compare-and-set loses."""
+
+    async def freeze_and_swap(self, product_id, user_id, session, raw, expected):  # type: ignore[no-untyped-def]
+        from autoplay_obs.errors import StorageUnavailableError
+
+        current = await self.load_state(product_id, user_id)
+        return StorageUnavailableError("redis: OOM command not allowed"), (False, current)
+
+
+async def test_a_failed_snapshot_write_in_the_pipeline_is_not_reported_as_a_duplicate() -> None:
+    adapter = _FreezeFailsInThePipeline(client=fakeredis.aioredis.FakeRedis())
+    manager = StorageManager([adapter])
+    await start_session(P, U, "s0", manager)
+    other = StorageManager([RedisStorageAdapter(client=adapter._redis)])
+    await start_session(P, U, "s0b", other)  # the first manager's cached token is now stale
+    result = await end_session(P, U, snapshot(), manager, summary="x")
+    assert (result.persisted, result.duplicate, result.snapshot_created) == (False, False, None)
+    assert "OOM" in str(result.error)
+    assert await stored_count(manager) == 0

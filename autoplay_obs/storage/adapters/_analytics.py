@@ -189,17 +189,11 @@ def http_reason(status: int) -> str:
 
 
 class DeliveryLedger:
-    """Per-sink delivery counters, keyed by ``(outcome, reason)``; safe to call from any thread.
+    """Per-sink delivery counters, keyed by ``(outcome, reason)``; safe to call from any thread."""
 
-    ``probe``, when given, answers "has the SDK finished with everything handed
-    to it so far?" It lets a sink whose SDK reports only failures (PostHog)
-    settle the rest as delivered; it runs under the ledger's lock.
-    """
-
-    def __init__(self, sink: str, probe: Callable[[], bool] | None = None) -> None:
+    def __init__(self, sink: str) -> None:
         self.sink = sink
         self.lock = threading.RLock()
-        self._probe = probe
         self._counts: Counter[tuple[str, str]] = Counter()
         self._pending: Counter[str] = Counter()
         self._written_off: Counter[str] = Counter()
@@ -210,9 +204,10 @@ class DeliveryLedger:
         """The live settled counters (no in-flight entry); read them under ``lock``."""
         return self._counts
 
-    def set_probe(self, probe: Callable[[], bool] | None) -> None:
+    def pending_keys(self) -> list[str]:
+        """The keys in flight now, each as often as it is in flight."""
         with self.lock:
-            self._probe = probe
+            return list(self._pending.elements())
 
     @property
     def in_flight(self) -> int:
@@ -254,19 +249,6 @@ class DeliveryLedger:
             self.begin(key)
             self.settle(key, DROPPED, reason)
 
-    def infer(self, reason: str = "inferred") -> int:
-        """If the probe says the SDK is idle, settle everything in flight as delivered."""
-        with self.lock:
-            if self._probe is None or not self._pending:
-                return 0
-            try:
-                idle = self._probe()
-            except Exception:  # an SDK internals change must not break accounting
-                return 0
-            if not idle:
-                return 0
-            return self._settle_all(DELIVERED, reason)
-
     def write_off(self, reason: str) -> int:
         """Settle whatever is still in flight as dropped (the sink is closed and gave up on it)."""
         with self.lock:
@@ -281,9 +263,8 @@ class DeliveryLedger:
         return count
 
     def snapshot(self) -> dict[tuple[str, str], int]:
-        """All counters, plus ``("in_flight", "")``; settles what the probe allows first."""
+        """All counters, plus ``("in_flight", "")``."""
         with self.lock:
-            self.infer()
             counts = {(ENQUEUED, ""): 0, **self._counts}
             counts[(IN_FLIGHT, "")] = self._pending.total()
             return counts

@@ -53,30 +53,26 @@ import contextlib
 import inspect
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from autoplay_obs.errors import ConfigurationError, MissingDependencyError
 from autoplay_obs.storage.adapters._analytics import (
     DELIVERED,
     DROPPED,
     FAILED,
-    MAX_EVENT_BYTES,
     SESSION_EVENT,
-    DeliveryLedger,
     captured_at,
-    event_size,
     http_reason,
-    run_in_daemon_thread,
     session_event_key,
     session_properties,
     unique_event_key,
     user_properties,
 )
+from autoplay_obs.storage.adapters._sink import AnalyticsSink
 
 __all__ = ["AmplitudeStorageAdapter"]
 
 
-class AmplitudeStorageAdapter:
+class AmplitudeStorageAdapter(AnalyticsSink):
     """Mirror user state and session snapshots into Amplitude; never read back.
 
     Give ``api_key`` (with ``server_zone="EU"`` for EU residency, or a
@@ -85,7 +81,6 @@ class AmplitudeStorageAdapter:
     """
 
     name = "amplitude"
-    readable = False  # write-only: never in the primary's place
 
     def __init__(
         self,
@@ -111,12 +106,10 @@ class AmplitudeStorageAdapter:
             raise ConfigurationError("AmplitudeStorageAdapter needs exactly one of api_key= or client=")
         if server_zone not in ("US", "EU"):
             raise ConfigurationError(f'server_zone must be "US" or "EU", got {server_zone!r}')
-        self.property_prefix = property_prefix or None
+        super().__init__(
+            property_prefix=property_prefix, close_timeout=close_timeout, owns_client=client is None
+        )
         self.max_queue_size = max_queue_size
-        self.close_timeout = close_timeout
-        self.delivery = DeliveryLedger(self.name)
-        self._closed = False
-        self._owns_client = client is None
         self._amplitude = amplitude
         if client is None:
             log_levels = getattr(amplitude, "EventLogLevel", None)
@@ -151,14 +144,8 @@ class AmplitudeStorageAdapter:
 
         self._on_result = on_result
 
-    def describe(self) -> dict[str, Any]:
-        config = getattr(self.client, "configuration", None)
-        parts = urlsplit(str(getattr(config, "server_url", "") or ""))
-        described: dict[str, Any] = {}
-        if parts.hostname:
-            described["server.address"] = parts.hostname
-            described["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
-        return described
+    def _endpoint(self) -> str:
+        return str(getattr(getattr(self.client, "configuration", None), "server_url", "") or "")
 
     # -- the adapter Protocol ---------------------------------------------------
 
@@ -167,7 +154,7 @@ class AmplitudeStorageAdapter:
         properties = user_properties(product_id, state, self.property_prefix)
         amplitude = self._amplitude
 
-        def send(key: str) -> None:
+        def send(key: str) -> str | None:
             identify = amplitude.Identify()
             for name, value in properties.items():
                 identify.set(name, value)
@@ -179,6 +166,7 @@ class AmplitudeStorageAdapter:
                 callback=self._on_result,
             )
             self.client.track(event)
+            return None
 
         self._enqueue(unique_event_key(), properties, send)
 
@@ -190,7 +178,7 @@ class AmplitudeStorageAdapter:
         at = captured_at(snapshot)
         amplitude = self._amplitude
 
-        def send(key: str) -> None:
+        def send(key: str) -> str | None:
             event = amplitude.BaseEvent(
                 event_type=SESSION_EVENT,
                 user_id=user_id,
@@ -200,31 +188,16 @@ class AmplitudeStorageAdapter:
                 callback=self._on_result,
             )
             self.client.track(event)
+            return None
 
         self._enqueue(session_event_key(product_id, user_id, session_id), properties, send)
 
-    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        return None  # write-only: the data is read in Amplitude
-
-    async def get_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str
-    ) -> dict[str, Any] | None:
+    def _refusal(self) -> str | None:
+        if getattr(getattr(self.client, "configuration", None), "opt_out", False):
+            return "closed"
+        if self.delivery.in_flight >= self.max_queue_size:
+            return "queue_full"
         return None
-
-    def _enqueue(self, key: str, properties: dict[str, Any], send: Any) -> None:
-        ledger = self.delivery
-        if self._closed or getattr(getattr(self.client, "configuration", None), "opt_out", False):
-            ledger.refuse(key, "closed")
-        elif event_size(properties) > MAX_EVENT_BYTES:
-            ledger.refuse(key, "too_large")
-        elif ledger.in_flight >= self.max_queue_size:
-            ledger.refuse(key, "queue_full")
-        else:
-            ledger.begin(key)
-            try:
-                send(key)
-            except Exception:  # the SDK refused it outright: no callback will come
-                ledger.settle(key, DROPPED, "rejected")
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -241,29 +214,5 @@ class AmplitudeStorageAdapter:
             if self.delivery.in_flight:
                 time.sleep(0.02)
 
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Send what the SDK holds now, retries included; True when all of ours settled."""
-        budget = self.close_timeout if timeout is None else timeout
-        await run_in_daemon_thread(lambda: self._drain(budget), budget + 0.5, "amplitude-flush")
-        return self.delivery.in_flight == 0
-
-    async def aclose(self) -> None:
-        """Flush and shut the client down within ``close_timeout``; write off what is left."""
-        if self._closed:
-            return
-        self._closed = True
-        budget = self.close_timeout
-
-        def close() -> None:
-            self._drain(budget * 0.8)
-            if self._owns_client:
-                self.client.shutdown()
-
-        await run_in_daemon_thread(close, budget, "amplitude-close")
-        self.delivery.write_off("unsent_at_close")
-
-    async def __aenter__(self) -> AmplitudeStorageAdapter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def _shutdown(self) -> None:
+        self.client.shutdown()

@@ -10,14 +10,21 @@ network I/O, no waiting); the SDK's consumer thread batches, gzips, posts and
 retries. ``flush()`` and ``aclose()`` run the SDK's blocking calls on a
 daemon thread and wait a bounded time.
 
-Delivery accounting (``adapter.delivery``, a ``DeliveryLedger``) and what the
-SDK (posthog-python, ``/batch/`` protocol) does not tell us:
+Delivery accounting (``adapter.delivery``, a ``DeliveryLedger``) uses only the
+SDK's public callback and methods (posthog-python 7.x, ``/batch/`` protocol);
+what it does not tell us:
 
 - There is no success callback. ``on_error(exc, batch)`` names the events of
-  a batch that finally failed; everything else is *inferred* delivered when
-  the SDK's queue has fully drained (every queued event was taken, posted or
-  reported failed) — counted ``("delivered", "inferred")``. Until such a
-  moment an event is ``in_flight``; ``flush()`` creates one.
+  a batch that finally failed; the rest are *inferred* delivered once a
+  ``flush()`` has seen the client's queue drain (``client.queue.join()``:
+  every event taken was posted or reported failed, ``on_error`` running
+  first) -- counted ``("delivered", "inferred")``. Between flushes an event
+  stays ``in_flight``; ``flush()`` and ``aclose()`` settle it.
+- An injected client calls the ``on_error`` it was built with; the adapter
+  cannot hook it afterwards without the SDK's internals. Build it with
+  ``on_error=PostHogDeliveryHook()`` and pass the hook as ``on_error_hook=``
+  to count its failures; without one, drained events are counted
+  ``("delivered", "unverified")`` (failures included).
 - ``capture()`` returns ``None`` instead of calling back when the queue is full
   (it only logs), when the client is shut down or disabled (empty API key), or
   when a ``before_send`` hook drops the event: counted ``dropped`` with reason
@@ -31,7 +38,7 @@ SDK (posthog-python, ``/batch/`` protocol) does not tell us:
   failure fails the whole batch.
 - ``shutdown()`` drains with no time limit, yet lets each consumer send only
   one more batch and silently discards the rest of the queue. ``aclose()``
-  therefore flushes first within ``close_timeout``, shuts down on a daemon
+  therefore drains first within ``close_timeout``, shuts down on a daemon
   thread, and writes off what is still unsettled as
   ``dropped/unsent_at_close`` (a later callback for it counts as ``late``).
 - The capture-v1 protocol (``POSTHOG_CAPTURE_MODE=v1``) reports per-event
@@ -44,41 +51,58 @@ SDK (posthog-python, ``/batch/`` protocol) does not tell us:
 from __future__ import annotations
 
 import inspect
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 from autoplay_obs.errors import ConfigurationError, MissingDependencyError
 from autoplay_obs.storage.adapters._analytics import (
-    DROPPED,
+    DELIVERED,
     FAILED,
-    MAX_EVENT_BYTES,
     SESSION_EVENT,
-    DeliveryLedger,
     captured_at,
-    event_size,
     http_reason,
-    run_in_daemon_thread,
     session_event_key,
     session_properties,
     unique_event_key,
     user_properties,
 )
+from autoplay_obs.storage.adapters._sink import AnalyticsSink
 
-__all__ = ["PostHogStorageAdapter"]
+__all__ = ["PostHogDeliveryHook", "PostHogStorageAdapter"]
 
 
-class PostHogStorageAdapter:
+class PostHogDeliveryHook:
+    """An ``on_error`` for a PostHog client you build yourself: counts its failures for the adapter.
+
+    ``posthog.Posthog(key, on_error=hook)``, then
+    ``PostHogStorageAdapter(client=client, on_error_hook=hook)``; ``then`` is
+    called after it (your own handler).
+    """
+
+    def __init__(self, then: Callable[[BaseException, Any], None] | None = None) -> None:
+        self.then = then
+        self.adapter: PostHogStorageAdapter | None = None
+
+    def __call__(self, error: BaseException, batch: Any) -> None:
+        if self.adapter is not None:
+            self.adapter._on_error(error, batch)
+        if self.then is not None:
+            self.then(error, batch)
+
+
+class PostHogStorageAdapter(AnalyticsSink):
     """Mirror user state and session snapshots into PostHog; never read back.
 
     Give ``api_key`` (and ``host`` for EU cloud or self-hosted), or a ready
-    ``client`` (a ``posthog.Posthog``; the adapter chains its own ``on_error``
-    and leaves the client open on close). The batching knobs are passed to the
-    SDK client this adapter builds.
+    ``client`` (a ``posthog.Posthog``, left open on close; see
+    ``PostHogDeliveryHook`` to count its failures). The batching knobs are
+    passed to the SDK client this adapter builds.
     """
 
     name = "posthog"
-    readable = False  # write-only: never in the primary's place
 
     def __init__(
         self,
@@ -87,6 +111,7 @@ class PostHogStorageAdapter:
         host: str | None = None,
         property_prefix: str | None = None,
         client: Any | None = None,
+        on_error_hook: PostHogDeliveryHook | None = None,
         flush_interval: float = 5.0,
         flush_at: int = 100,
         max_queue_size: int = 10_000,
@@ -105,11 +130,12 @@ class PostHogStorageAdapter:
             raise ConfigurationError(
                 "PostHogStorageAdapter cannot use a client in sync_mode: it would post on the event loop"
             )
-        self.property_prefix = property_prefix or None
-        self.close_timeout = close_timeout
-        self.delivery = DeliveryLedger(self.name)
-        self._closed = False
-        self._owns_client = client is None
+        super().__init__(
+            property_prefix=property_prefix, close_timeout=close_timeout, owns_client=client is None
+        )
+        self._counts_failures = client is None or on_error_hook is not None
+        if on_error_hook is not None:
+            on_error_hook.adapter = self
         if client is None:
             options: dict[str, Any] = {
                 "host": host,
@@ -127,11 +153,8 @@ class PostHogStorageAdapter:
             assert api_key is not None
             accepted = inspect.signature(posthog.Posthog.__init__).parameters
             client = posthog.Posthog(api_key, **{k: v for k, v in options.items() if k in accepted})
-        else:
-            self._chain_on_error(client)
         self.client = client
         _warm_up()
-        self.delivery.set_probe(self._idle)
 
     # -- SDK hooks (run on the SDK's consumer thread) ------------------------
 
@@ -140,36 +163,10 @@ class PostHogStorageAdapter:
         keys = [str(msg["uuid"]) for msg in batch or () if isinstance(msg, dict) and msg.get("uuid")]
         self.delivery.settle_many(keys, FAILED, reason)
 
-    def _chain_on_error(self, client: Any) -> None:
-        """Hook an injected client's failure callback, keeping the one it had."""
-        previous = getattr(client, "on_error", None)
-
-        def on_error(error: BaseException, batch: Any) -> None:
-            self._on_error(error, batch)
-            if callable(previous):
-                previous(error, batch)
-
-        client.on_error = on_error
-        lane = getattr(client, "_analytics_lane", None)
-        if lane is not None:  # consumers started later read the lane's callback
-            lane.on_error = on_error
-        for consumer in getattr(client, "consumers", None) or ():
-            consumer.on_error = on_error
-
-    def _idle(self) -> bool:
-        """Every event ever queued was posted or reported failed (on_error runs before task_done)."""
-        queue = getattr(self.client, "queue", None)
-        return queue is not None and queue.unfinished_tasks == 0
-
     # -- the adapter Protocol ---------------------------------------------------
 
-    def describe(self) -> dict[str, Any]:
-        parts = urlsplit(str(getattr(self.client, "host", "") or ""))
-        described: dict[str, Any] = {}
-        if parts.hostname:
-            described["server.address"] = parts.hostname
-            described["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
-        return described
+    def _endpoint(self) -> str:
+        return str(getattr(self.client, "host", "") or "")
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
         """Queue a ``$set`` of the user's person properties."""
@@ -177,7 +174,7 @@ class PostHogStorageAdapter:
         self._enqueue(
             unique_event_key(),
             properties,
-            lambda key: self.client.set(distinct_id=user_id, properties=properties, uuid=key),
+            lambda key: self._accepted(self.client.set(distinct_id=user_id, properties=properties, uuid=key)),
         )
 
     async def save_session_snapshot(
@@ -190,91 +187,50 @@ class PostHogStorageAdapter:
         self._enqueue(
             session_event_key(product_id, user_id, session_id),
             properties,
-            lambda key: self.client.capture(
-                SESSION_EVENT, distinct_id=user_id, properties=properties, uuid=key, timestamp=timestamp
+            lambda key: self._accepted(
+                self.client.capture(
+                    SESSION_EVENT, distinct_id=user_id, properties=properties, uuid=key, timestamp=timestamp
+                )
             ),
         )
 
-    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        return None  # write-only: the data is read in PostHog
-
-    async def get_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str
-    ) -> dict[str, Any] | None:
+    def _accepted(self, reply: Any) -> str | None:
+        """The drop reason for what ``capture()`` / ``set()`` returned (None: queued)."""
+        if reply is None:
+            client = self.client
+            if getattr(client, "disabled", False):
+                return "disabled"
+            queue = getattr(client, "queue", None)
+            if queue is not None and queue.full():
+                return "queue_full"
+            return "rejected"
+        if not getattr(self.client, "send", True):
+            return "send_disabled"
         return None
 
-    def _enqueue(self, key: str, properties: dict[str, Any], capture: Any) -> None:
-        ledger = self.delivery
-        if self._closed:
-            ledger.refuse(key, "closed")
+    # -- draining -------------------------------------------------------------
+
+    def _drain(self, budget: float) -> None:
+        """Flush, wait for the queue to drain, settle what was handed over before as delivered."""
+        deadline = time.monotonic() + budget
+        handed_over = self.delivery.pending_keys()
+        _flush(self.client, budget)
+        queue = getattr(self.client, "queue", None)
+        if queue is None or not handed_over:
             return
-        if event_size(properties) > MAX_EVENT_BYTES:
-            ledger.refuse(key, "too_large")
-            return
-        # Held across capture(): a concurrent probe must not see the queue idle
-        # between counting the event and queueing it.
-        with ledger.lock:
-            ledger.infer()
-            ledger.begin(key)
-            accepted = capture(key)
-            if accepted is None:
-                ledger.settle(key, DROPPED, self._refusal())
-            elif not getattr(self.client, "send", True):
-                ledger.settle(key, DROPPED, "send_disabled")
+        drained = threading.Event()
 
-    def _refusal(self) -> str:
-        client = self.client
-        if getattr(client, "disabled", False):
-            return "disabled"
-        lane = getattr(client, "_analytics_lane", None)
-        if lane is not None and getattr(lane, "_closed", False):
-            return "closed"
-        queue = getattr(client, "queue", None)
-        if queue is not None and queue.full():
-            return "queue_full"
-        return "rejected"
+        def join() -> None:  # Queue.join has no timeout: waited on from a thread of its own
+            queue.join()
+            drained.set()
 
-    # -- lifecycle ----------------------------------------------------------
+        threading.Thread(target=join, name="posthog-join", daemon=True).start()
+        if drained.wait(max(0.0, deadline - time.monotonic())):
+            reason = "inferred" if self._counts_failures else "unverified"
+            self.delivery.settle_many(handed_over, DELIVERED, reason)
 
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Ask the SDK to send what it holds now; True when it drained in time.
-
-        Delivery of the drained events is then settled (as inferred delivered,
-        unless ``on_error`` named them).
-        """
-        budget = self.close_timeout if timeout is None else timeout
-        drained = await run_in_daemon_thread(
-            lambda: _flush(self.client, budget), budget + 0.5, "posthog-flush"
-        )
-        if not self._closed:
-            self.delivery.infer()
-        return drained and self.delivery.in_flight == 0
-
-    async def aclose(self) -> None:
-        """Flush and shut the client down within ``close_timeout``; write off what is left."""
-        if self._closed:
-            return
-        self._closed = True
-        budget = self.close_timeout
-
-        def close() -> None:
-            _flush(self.client, budget * 0.8)
-            with self.delivery.lock:
-                self.delivery.infer()
-                # From here an idle queue no longer means "posted": shutdown discards.
-                self.delivery.set_probe(None)
-            if self._owns_client:
-                self.client.shutdown()
-
-        await run_in_daemon_thread(close, budget, "posthog-close")
-        self.delivery.set_probe(None)
-        self.delivery.write_off("unsent_at_close")
-
-    async def __aenter__(self) -> PostHogStorageAdapter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def _shutdown(self) -> None:
+        self.client.shutdown()
 
 
 def _warm_up() -> None:

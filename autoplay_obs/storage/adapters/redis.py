@@ -30,6 +30,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from typing import TYPE_CHECKING, Any, cast
 
@@ -77,6 +78,22 @@ end
 return {1}
 """
 
+# A write that changes nothing, so that the WAIT after it on the same connection covers
+# every earlier write to the key's node (see _replicated); it never creates the key.
+_TOUCH_SCRIPT = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('APPEND', KEYS[1], '') end return 1"
+
+# The command each manager operation sends (a cache hit sends none); see describe_operation.
+_COMMANDS = {
+    "load_state": "GET",
+    "load_snapshot": "GET",
+    "get_user_state": "GET",
+    "get_session_snapshot": "GET",
+    "create_snapshot": "SET",
+    "save_user_state": "SET",
+    "save_session_snapshot": "SET",
+    "swap_state": "EVALSHA",
+}
+
 
 class RedisStorageAdapter(RedisOperatorOps, DictView):
     """Readable primary on Redis; implements the seed Protocol, ``AtomicStore`` and ``OperatorStore``.
@@ -108,7 +125,7 @@ class RedisStorageAdapter(RedisOperatorOps, DictView):
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialWithJitterBackoff
-            from redis.exceptions import NoScriptError
+            from redis.exceptions import NoScriptError, ResponseError
         except ImportError as exc:
             raise MissingDependencyError("RedisStorageAdapter", "redis") from exc
         if (redis_url is None) == (client is None):
@@ -143,7 +160,14 @@ class RedisStorageAdapter(RedisOperatorOps, DictView):
         self._wait = (wait_replicas, int(wait_timeout * 1000))
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._noscript: type[BaseException] = NoScriptError
+        self._response_error: type[BaseException] = ResponseError
         self._loop = LoopBinding("RedisStorageAdapter", strict=True)
+        # A Cluster client: learn the slots once before the first command (concurrent first
+        # commands race in redis-py 8.1's lazy start), and cap the commands in flight, since
+        # its per-node pools refuse rather than wait past their size.
+        self._started = False
+        self._starting = asyncio.Lock()
+        self._gate = asyncio.Semaphore(max_connections)
 
     def describe(self) -> dict[str, str | int]:
         """Span attributes naming the server, per the OpenTelemetry database conventions."""
@@ -162,6 +186,23 @@ class RedisStorageAdapter(RedisOperatorOps, DictView):
             attributes["server.port"] = int(kwargs.get("port", 6379))
         return attributes
 
+    def describe_operation(self, operation: str) -> dict[str, str | int]:
+        """The command a manager operation sends, per the database conventions (for its span)."""
+        if operation == "freeze_and_swap":  # SET NX then EVALSHA, one non-transactional pipeline
+            return {"db.operation.name": "PIPELINE", "db.operation.batch.size": 2}
+        command = _COMMANDS.get(operation)
+        return {} if command is None else {"db.operation.name": command}
+
+    def describe_error(self, exc: BaseException) -> str | None:
+        """The Redis error prefix (``WRONGTYPE``, ``NOSCRIPT``, ...) behind ``exc``, if a server sent one."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, self._response_error):
+                prefix = str(seen).split(" ", 1)[0]
+                return prefix if prefix.isupper() else None
+            seen = seen.__cause__
+        return None
+
     def _error(self, exc: BaseException) -> AutoplayError:
         if "WRONGTYPE" in str(exc):
             return UnreadableDocumentError("key holds a non-string Redis value")
@@ -169,24 +210,48 @@ class RedisStorageAdapter(RedisOperatorOps, DictView):
 
     async def _do(self, command: Any) -> Any:
         """Await one redis-py call, its errors mapped to ours."""
-        self._loop.check()
         try:
-            return await command
+            self._loop.check()
+        except ConfigurationError:
+            command.close()  # never sent: not left behind as an unawaited coroutine
+            raise
+        try:
+            if not self._cluster:
+                return await command
+            async with self._gate:
+                if not self._started:
+                    async with self._starting:
+                        if not self._started:
+                            await self._redis.initialize()
+                            self._started = True
+                return await command
         except self._errors as exc:
             raise self._error(exc) from exc
 
     async def _replicated(self, key: str) -> None:
-        """After a write: wait until ``wait_replicas`` replicas hold it, or fail the write."""
+        """After a write to ``key`` (by this call or an earlier one): wait until ``wait_replicas``
+        replicas hold it, or fail.
+
+        ``WAIT`` counts the writes of its own connection only, and a pool may lend another
+        one; so a no-op write to the key (``APPEND key ""``) goes first on the same connection.
+        Replication is one ordered stream per node, so replicas that have it have every
+        earlier write to that node too -- also a write whose first ``WAIT`` timed out.
+        """
         replicas, timeout_ms = self._wait
         if replicas == 0:
             return
-        if self._cluster:  # WAIT has no key: send it to the node that owns this one
+        if self._cluster:  # one node's commands share one connection in a cluster pipeline
             node = self._redis.get_node_from_key(key)
-            acked = await self._do(
-                self._redis.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
-            )
+            pipe: Any = self._redis.pipeline()
+            pipe.eval(_TOUCH_SCRIPT, 1, key)
+            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
         else:
-            acked = await self._do(self._redis.execute_command("WAIT", replicas, timeout_ms))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.eval(_TOUCH_SCRIPT, 1, key)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+        _, acked = await self._do(pipe.execute(raise_on_error=False))
+        if isinstance(acked, self._errors):
+            raise self._error(acked)
         if int(acked) < replicas:
             raise StorageUnavailableError(f"redis: write reached {acked} of {replicas} replicas in time")
 
@@ -234,8 +299,7 @@ class RedisStorageAdapter(RedisOperatorOps, DictView):
         if not created and raw.startswith(REVISION_PREFIX):
             head = await self._do(self._redis.getrange(key, 0, REVISION_END))
             created = cast(bytes, head) == raw[: REVISION_END + 1]
-        if created:
-            await self._replicated(key)
+        await self._replicated(key)  # found, too: it may be an earlier, unconfirmed write of ours
         return created
 
     async def freeze_and_swap(
