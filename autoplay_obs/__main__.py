@@ -1,4 +1,4 @@
-"""``python -m autoplay_obs`` / ``autoplay-obs``: the command line (today: ``demo``, and ``--version``)."""
+"""``python -m autoplay_obs`` / ``autoplay-obs``: the command line (demo, operator commands, --version)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run it; returns the process exit code."""
-    from autoplay_obs.demo import main as demo_main
+    from autoplay_obs.cli import main as cli_main
 
-    return demo_main(argv)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ catches ``AutoplayError`` and nothing else::
     │   └── UnsupportedVersionError  ``_v`` is a version this code does not know
     ├── StorageError              the primary store could not do what was asked
     │   ├── StorageUnavailableError  connection refused, timed out, or the server errored
-    │   └── ConflictError            compare-and-set kept losing to concurrent writers
+    │   ├── ConflictError            compare-and-set kept losing to concurrent writers
+    │   └── UserErasedError          the user was erased (``delete_user``): its tombstone refuses writes
     └── OutboxError               the local outbox could not keep or hand back a session end
         ├── OutboxCorruptError       the file is not an outbox this code can read (left untouched)
         ├── OutboxTimeoutError       locked by another process, or slower than its timeout
@@ -45,6 +46,7 @@ __all__ = [
     "StorageUnavailableError",
     "UnreadableDocumentError",
     "UnsupportedVersionError",
+    "UserErasedError",
 ]
 
 
@@ -102,6 +104,17 @@ class StorageUnavailableError(StorageError):
 
 class ConflictError(StorageError):
     """A compare-and-set lost to concurrent writers more times than allowed."""
+
+
+class UserErasedError(StorageError):
+    """The user's state is an erasure tombstone: nothing of theirs is read or written until it expires.
+
+    Final, not transient: a retry or a replay gets the same answer.
+    """
+
+    def __init__(self, erased_at: float | None = None) -> None:
+        super().__init__("this user was erased (delete_user); the tombstone refuses writes until it expires")
+        self.erased_at = erased_at
 
 
 class OutboxError(AutoplayError):

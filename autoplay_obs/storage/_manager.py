@@ -36,7 +36,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from autoplay_obs import _json
 from autoplay_obs.errors import AutoplayError, ConfigurationError, StorageError, StorageUnavailableError
@@ -56,6 +56,11 @@ from autoplay_obs.storage._session_end import SessionEnd
 from autoplay_obs.storage._state_writer import Change, Current, StateUpdate, StateWriter
 from autoplay_obs.telemetry import _hooks as telemetry
 from autoplay_obs.user_adoption_state import SessionSnapshot, decode_session_snapshot
+
+if TYPE_CHECKING:  # operator tools (issue 12)
+    from autoplay_obs.storage._audit import AuditReport, Progress
+    from autoplay_obs.storage._erasure import ErasureReceipt
+    from autoplay_obs.storage._history import SessionRecord
 
 __all__ = ["Change", "Current", "StateUpdate", "StorageManager"]
 
@@ -433,6 +438,39 @@ class StorageManager:
         if failure is not None:
             raise failure
         return None
+
+    # -- operator tools and erasure (issue 12): the work is in _erasure, _history, _audit --
+
+    def forget_user(self, product_id: str, user_id: str) -> None:
+        """Drop what this manager remembers of a user (state and snapshots), as after an erase."""
+        self._writer.forget(product_id, user_id)
+        for key in [k for k in self._snapshots if k[:2] == (product_id, user_id)]:
+            del self._snapshots[key]
+
+    async def delete_user(self, product_id: str, user_id: str, *, dry_run: bool = False) -> ErasureReceipt:
+        """Erase the user for good: state, every snapshot, outbox entries; see ``_erasure``."""
+        from autoplay_obs.storage._erasure import delete_user
+
+        return await delete_user(self, product_id, user_id, dry_run=dry_run)
+
+    async def list_sessions(self, product_id: str, user_id: str) -> list[SessionRecord]:
+        """Every stored snapshot of the user, oldest first; see ``_history``."""
+        from autoplay_obs.storage._history import list_sessions
+
+        return await list_sessions(self, product_id, user_id)
+
+    async def audit(
+        self,
+        product_id: str,
+        user_id: str | None = None,
+        *,
+        repair: bool = False,
+        progress: Progress | None = None,
+    ) -> AuditReport:
+        """The lost or broken writes of one user or a whole product; see ``_audit``."""
+        from autoplay_obs.storage._audit import audit
+
+        return await audit(self, product_id, user_id, repair=repair, progress=progress)
 
 
 class _DictPrimary:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from autoplay_obs.errors import DocumentError, OutboxError, StorageError
+from autoplay_obs.errors import DocumentError, OutboxError, StorageError, UserErasedError
 from autoplay_obs.storage._outbox import Outbox
 from autoplay_obs.storage._outbox_types import OutboxEntry
 from autoplay_obs.storage._results import SessionEndResult
@@ -142,7 +142,7 @@ class Replayer:
             error: BaseException | None = None if result.persisted else result.error
         except (StorageError, DocumentError) as exc:  # raised before the lifecycle could report it
             error = exc
-        if error is None:
+        if error is None or isinstance(error, UserErasedError):  # erased: nothing left to replay into
             await self.outbox.ack([entry.id])
             return "replayed", None
         if isinstance(error, DocumentError):

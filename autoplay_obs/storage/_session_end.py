@@ -28,7 +28,10 @@ from autoplay_obs.errors import (
     OutboxError,
     StorageError,
     StorageUnavailableError,
+    UserErasedError,
 )
+from autoplay_obs.storage._doc_trace import stamped
+from autoplay_obs.storage._erasure import undo_erased_freeze
 from autoplay_obs.storage._outbox_types import OutboxItem
 from autoplay_obs.storage._protocol import headed
 from autoplay_obs.storage._results import AdapterCall, SessionEndResult
@@ -94,13 +97,21 @@ class SessionEnd:
     ) -> None:
         self.manager, self.product_id, self.user_id = manager, product_id, user_id
         self.snapshot, self.calls = snapshot, calls
-        self.raw = raw if raw is not None else headed(encode(snapshot))
+        self.raw = raw if raw is not None else stamped(headed(encode(snapshot)))  # _trace_id: this end
         self.outbox = manager.outbox if queue else None
 
     async def run(
         self, summary: str | None, summarizer: Summarizer | None, timeout: float
     ) -> SessionEndResult:
         """Freeze; return a duplicate; run the summarizer; merge (see the module docstring)."""
+        result = await self._steps(summary, summarizer, timeout)
+        if isinstance(result.error, UserErasedError):  # erased meanwhile: take back its freeze (_erasure)
+            await undo_erased_freeze(self.manager, self.product_id, self.user_id, self.snapshot.session_id)
+        return result
+
+    async def _steps(
+        self, summary: str | None, summarizer: Summarizer | None, timeout: float
+    ) -> SessionEndResult:
         manager, snapshot = self.manager, self.snapshot
         current, error = await _attempt(manager.read_state(self.product_id, self.user_id))
         created: bool | None

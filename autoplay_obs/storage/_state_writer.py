@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from autoplay_obs.errors import AutoplayError, ConflictError
+from autoplay_obs.storage._doc_trace import stamped
 from autoplay_obs.storage._protocol import AtomicStore, Stored, new_revision, token_of
 from autoplay_obs.storage._results import Outcome
 from autoplay_obs.telemetry import _hooks as telemetry
@@ -166,7 +167,7 @@ class StateWriter:
                     return StateUpdate(mine, False, conflicts, repairs, b"", before, created)
                 changed.revision = new_revision()
                 changed.metadata = plain_json(changed.metadata)
-                raw = encode(changed)
+                raw = stamped(encode(changed))  # _trace_id: this writer's trace (issue 12)
                 expected = None if current is None else current.stored.token
                 if freeze is not None and created is None:
                     created, swapped = await self._freeze_and_swap(product_id, user_id, freeze, raw, expected)

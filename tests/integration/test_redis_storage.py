@@ -85,7 +85,8 @@ async def test_ids_with_separators_get_distinct_keys_on_the_server(
 async def test_ttl_applies_to_state_and_snapshots(
     redis_url: str, raw: redis.asyncio.Redis, make_snapshot: MakeSnapshot
 ) -> None:
-    adapter = RedisStorageAdapter(redis_url=redis_url, ttl_s=300)
+    with pytest.warns(DeprecationWarning, match="state_ttl"):  # the old single lifetime, kept as it was
+        adapter = RedisStorageAdapter(redis_url=redis_url, ttl_s=300)
     try:
         await on_session_end(P, U, make_snapshot("s1"), storage=adapter)
     finally:

@@ -22,11 +22,16 @@ Decisions:
   it; a write they do not confirm in ``wait_timeout`` is reported as failed,
   since a failover could lose it.
 - redis-py errors are mapped once, here, to the library's own.
+- An erased user's state is a tombstone (``_tombstone``): the compare-and-set
+  script refuses to write over it (reply ``{2}``) and ``load_state`` refuses
+  to read it, both as ``UserErasedError``. Retention, scans and deletes:
+  ``_redis_ops``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import TYPE_CHECKING, Any, cast
 
 from autoplay_obs.errors import (
@@ -35,11 +40,14 @@ from autoplay_obs.errors import (
     MissingDependencyError,
     StorageUnavailableError,
     UnreadableDocumentError,
+    UserErasedError,
 )
 from autoplay_obs.storage._keys import session_key, user_state_key
 from autoplay_obs.storage._loop import LoopBinding
 from autoplay_obs.storage._protocol import REVISION_END, REVISION_PREFIX, Stored, token_of
+from autoplay_obs.storage._tombstone import erased_at, is_tombstone
 from autoplay_obs.storage.adapters._dict_view import DictView
+from autoplay_obs.storage.adapters._redis_ops import RedisOperatorOps, snapshot_expiry
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -48,13 +56,15 @@ __all__ = ["RedisStorageAdapter"]
 
 # KEYS[1] state key; ARGV[1] expected token ('' = no document); ARGV[2] new
 # document; ARGV[3] TTL seconds ('0' = none). {1} on success, {0, current} on
-# a conflict ({0} when the key is absent). The token is read from the
-# document's first 42 bytes when it starts with our revision, so the document
-# itself never enters Lua on the common path (see _protocol.token_of).
+# a conflict ({0} when the key is absent), {2} on an erasure tombstone. The
+# token is read from the document's first 42 bytes when it starts with our
+# revision, so the document itself never enters Lua on the common path (see
+# _protocol.token_of); the next 18 bytes tell a tombstone (_tombstone.py).
 _SWAP_SCRIPT = """
-local head = redis.call('GETRANGE', KEYS[1], 0, 41)
+local head = redis.call('GETRANGE', KEYS[1], 0, 59)
 local token = ''
 if string.sub(head, 1, 9) == '{"_rev":"' and string.sub(head, 42, 42) == '"' then
+  if string.sub(head, 43, 60) == ',"_tombstone":true' then return {2} end
   token = string.sub(head, 10, 41)
 elseif head ~= '' then
   token = redis.sha1hex(redis.call('GET', KEYS[1]))
@@ -85,8 +95,13 @@ _COMMANDS = {
 }
 
 
-class RedisStorageAdapter(DictView):
-    """Readable primary on Redis; implements the seed Protocol and ``AtomicStore``."""
+class RedisStorageAdapter(RedisOperatorOps, DictView):
+    """Readable primary on Redis; implements the seed Protocol, ``AtomicStore`` and ``OperatorStore``.
+
+    ``state_ttl`` / ``snapshot_ttl``: seconds each tier lives (None: forever);
+    the onboarding snapshot never expires. ``ttl_s`` is the deprecated
+    single lifetime of everything, the onboarding snapshot included.
+    """
 
     name = "redis"
 
@@ -96,6 +111,8 @@ class RedisStorageAdapter(DictView):
         *,
         client: Redis | RedisCluster | None = None,
         cluster: bool = False,
+        state_ttl: int | None = None,
+        snapshot_ttl: int | None = None,
         ttl_s: int | None = None,
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
@@ -113,8 +130,7 @@ class RedisStorageAdapter(DictView):
             raise MissingDependencyError("RedisStorageAdapter", "redis") from exc
         if (redis_url is None) == (client is None):
             raise ConfigurationError("RedisStorageAdapter needs exactly one of redis_url= or client=")
-        if ttl_s is not None and ttl_s <= 0:
-            raise ConfigurationError(f"ttl_s must be a positive number of seconds, got {ttl_s}")
+        self._state_ttl, self.snapshot_ttl, self._onboarding_ttl = _lifetimes(state_ttl, snapshot_ttl, ttl_s)
         if wait_replicas < 0 or wait_timeout <= 0:
             raise ConfigurationError("wait_replicas must be >= 0 and wait_timeout > 0")
         self._owns_client = client is None
@@ -141,8 +157,6 @@ class RedisStorageAdapter(DictView):
         # A cluster pipeline reaches the nodes in no set order: there the snapshot goes first, alone.
         self.bundles_freeze = not self._cluster
         self._swap_script = client.register_script(_SWAP_SCRIPT)
-        self._ttl_s = ttl_s
-        self._expiry: tuple[str | int, ...] = () if ttl_s is None else ("EX", ttl_s)
         self._wait = (wait_replicas, int(wait_timeout * 1000))
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._noscript: type[BaseException] = NoScriptError
@@ -227,7 +241,7 @@ class RedisStorageAdapter(DictView):
         if replicas == 0:
             return
         if self._cluster:  # one node's commands share one connection in a cluster pipeline
-            node = self._redis.get_node_from_key(key)  # type: ignore[union-attr]
+            node = self._redis.get_node_from_key(key)
             pipe: Any = self._redis.pipeline()
             pipe.eval(_TOUCH_SCRIPT, 1, key)
             pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
@@ -243,6 +257,8 @@ class RedisStorageAdapter(DictView):
 
     async def load_state(self, product_id: str, user_id: str) -> Stored | None:
         raw = await self._do(self._redis.get(user_state_key(product_id, user_id)))
+        if raw is not None and is_tombstone(raw):
+            raise UserErasedError(erased_at(raw))
         return None if raw is None else Stored(raw, token_of(raw))
 
     async def swap_state(
@@ -253,7 +269,7 @@ class RedisStorageAdapter(DictView):
         return await self._after_swap(key, reply)
 
     def _swap_args(self, raw: bytes, expected: str | None) -> tuple[str | bytes, ...]:
-        return (expected or "", raw, str(self._ttl_s or 0))
+        return (expected or "", raw, str(self._state_ttl or 0))
 
     async def _after_swap(self, key: str, reply: Any) -> tuple[bool, Stored | None]:
         if isinstance(reply, self._errors):
@@ -261,14 +277,19 @@ class RedisStorageAdapter(DictView):
         if reply[0] == 1:
             await self._replicated(key)
             return True, None
+        if reply[0] == 2:
+            raise UserErasedError()
         current = reply[1] if len(reply) > 1 else None
         return False, None if current is None else Stored(current, token_of(current))
 
     async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
         key = session_key(product_id, user_id, session_id)
         return await self._after_freeze(
-            key, await self._do(self._redis.set(key, raw, nx=True, ex=self._ttl_s)), raw
+            key, await self._do(self._redis.set(key, raw, nx=True, ex=self._snapshot_ex(raw))), raw
         )
+
+    def _snapshot_ex(self, raw: bytes) -> int | None:
+        return snapshot_expiry(raw, self.snapshot_ttl, self._onboarding_ttl)
 
     async def _after_freeze(self, key: str, reply: Any, raw: bytes) -> bool:
         """Whether ``SET NX`` stored ``raw``: yes, or it finds its own head after a resend."""
@@ -297,7 +318,7 @@ class RedisStorageAdapter(DictView):
         snapshot_key = session_key(product_id, user_id, session_id)
         state_key = user_state_key(product_id, user_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(snapshot_key, snapshot, nx=True, ex=self._ttl_s)
+        pipe.set(snapshot_key, snapshot, nx=True, ex=self._snapshot_ex(snapshot))
         pipe.evalsha(self._swap_script.sha, 1, state_key, *self._swap_args(raw, expected))
         frozen, swapped = await self._do(pipe.execute(raise_on_error=False))
         if isinstance(swapped, self._noscript):  # a restarted or flushed server: the script loads again
@@ -315,13 +336,32 @@ class RedisStorageAdapter(DictView):
 
     async def _put_state(self, product_id: str, user_id: str, raw: bytes) -> None:
         key = user_state_key(product_id, user_id)
-        await self._do(self._redis.set(key, raw, ex=self._ttl_s))
+        await self._do(self._redis.set(key, raw, ex=self._state_ttl))
         await self._replicated(key)
 
     async def aclose(self) -> None:
         """Close the client this adapter created (an injected client is yours)."""
         if self._owns_client:
             await self._redis.aclose()
+
+
+def _lifetimes(
+    state_ttl: int | None, snapshot_ttl: int | None, ttl_s: int | None
+) -> tuple[int | None, int | None, int | None]:
+    """(state, snapshot, onboarding snapshot) lifetimes; ``ttl_s`` is all three, as it always was."""
+    for value, what in ((state_ttl, "state_ttl"), (snapshot_ttl, "snapshot_ttl"), (ttl_s, "ttl_s")):
+        if value is not None and value <= 0:
+            raise ConfigurationError(f"{what} must be a positive number of seconds, got {value}")
+    if ttl_s is None:
+        return state_ttl, snapshot_ttl, None
+    if state_ttl is not None or snapshot_ttl is not None:
+        raise ConfigurationError("ttl_s is the old name of both lifetimes: pass state_ttl/snapshot_ttl only")
+    warnings.warn(
+        "ttl_s expires the onboarding snapshot too; use state_ttl= and snapshot_ttl=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return ttl_s, ttl_s, ttl_s
 
 
 async def _settled(step: Any) -> Any:
