@@ -21,6 +21,7 @@ class Result:
     commands: int
     client_cpu: float  # seconds of this process over the timed loop
     server_cpu: float  # seconds of redis-server over the timed loop
+    logged: int  # warnings and errors logged over the timed loop (failed pairs)
 
     @property
     def pairs_per_s(self) -> float:
@@ -57,13 +58,14 @@ def median(runs: list[Result]) -> Result:
         round(statistics.median(r.commands / r.pairs for r in runs) * pairs),
         statistics.median(r.client_us for r in runs) * pairs / 1e6,
         statistics.median(r.server_us for r in runs) * pairs / 1e6,
+        max(r.logged for r in runs),
     )
 
 
 def print_results(results: list[Result]) -> None:
     header = (
         f"{'size':>5} {'users':>5} {'variant':<10} {'pairs':>6} {'pairs/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'cmds/pair':>9} {'client us/pair':>14} {'server us/pair':>14}"
+        f"{'cmds/pair':>9} {'client us/pair':>14} {'server us/pair':>14} {'logged':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -71,7 +73,7 @@ def print_results(results: list[Result]) -> None:
         print(
             f"{r.size_kb:>4g}K {r.users:>5} {r.variant:<10} {r.pairs:>6} {r.pairs_per_s:>8.0f} "
             f"{r.quantile_ms(0.5):>8.2f} {r.quantile_ms(0.99):>8.2f} {r.commands / r.pairs:>9.2f} "
-            f"{r.client_us:>14.0f} {r.server_us:>14.0f}"
+            f"{r.client_us:>14.0f} {r.server_us:>14.0f} {r.logged:>6}"
         )
 
 

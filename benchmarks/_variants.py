@@ -35,6 +35,7 @@ __all__ = [
 VARIANTS = ("reference", "floor", "ours")
 SUMMARY = "Completed the core workflows; still unsure about column configuration."
 ONBOARDING_SESSION_ID = "sess_0001"  # session 1 of the seeded index
+FLOOR_CONNECTIONS = 64  # RedisStorageAdapter's default max_connections
 
 
 class VariantUnavailable(Exception):
@@ -58,7 +59,14 @@ def session_key(product_id: str, user_id: str, session_id: str) -> str:
 
 
 class ReferenceRunner:
-    def __init__(self, url: str, product_id: str, catalog: list[str]) -> None:
+    """The reference through its seed API.
+
+    Its adapter builds a plain redis-py pool, which refuses the 101st
+    concurrent command; the URL's ``max_connections`` lifts that to the user
+    count, so 256 users measure pairs rather than refusals.
+    """
+
+    def __init__(self, url: str, product_id: str, catalog: list[str], users: int) -> None:
         try:
             from autoplay_sdk import storage as ref
             from autoplay_sdk.user_adoption_state import SessionSnapshot
@@ -66,7 +74,7 @@ class ReferenceRunner:
             raise VariantUnavailable(f"autoplay_sdk not importable: {exc}") from exc
         self._ref = ref
         self._snapshot_cls = SessionSnapshot
-        self._adapter = ref.RedisStorageAdapter(url)
+        self._adapter = ref.RedisStorageAdapter(f"{url}?max_connections={max(100, users)}")
         self._storage = ref.StorageManager([self._adapter])
         self._product_id = product_id
         self._catalog = catalog
@@ -124,10 +132,15 @@ class OursRunner:
 
 
 class FloorRunner:
-    """The reference's command sequence with nothing but the network in the way."""
+    """The reference's command sequence with nothing but the network in the way.
+
+    Its pool is ours' default (a blocking pool of 64 connections): redis-py's
+    plain pool refuses a 101st concurrent command, which 256 users reach.
+    """
 
     def __init__(self, url: str, product_id: str, state: bytes, snapshot: bytes) -> None:
-        self._redis = redis.asyncio.Redis.from_url(url)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=FLOOR_CONNECTIONS)
+        self._redis = redis.asyncio.Redis.from_pool(pool)  # closes the pool with the client
         self._product_id = product_id
         self._state = state
         self._snapshot = snapshot
@@ -146,11 +159,11 @@ class FloorRunner:
         await self._redis.aclose()
 
 
-def make_runner(variant: str, url: str, product_id: str, data: BenchData) -> Runner:
+def make_runner(variant: str, url: str, product_id: str, data: BenchData, users: int = 1) -> Runner:
     catalog = [*data.snapshot.completed_workflow_ids, *data.snapshot.in_progress_workflow_ids]
     catalog += data.snapshot.untouched_workflow_ids
     if variant == "reference":
-        return ReferenceRunner(url, product_id, catalog)
+        return ReferenceRunner(url, product_id, catalog, users)
     if variant == "ours":
         return OursRunner(url, product_id, catalog)
     if variant == "floor":
