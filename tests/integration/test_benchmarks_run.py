@@ -33,11 +33,14 @@ def test_codec_harness_runs_and_its_contenders_agree() -> None:
 @pytest.mark.redis_server
 def test_lifecycle_harness_runs_every_variant_against_a_real_redis(redis_url: str) -> None:
     out = _run(
-        "benchmarks.lifecycle", "--pairs", "3", "--users", "1", "2", "--repeat", "1", "--warmup", "1",
-        "--redis-url", redis_url,
+        "benchmarks.lifecycle", "--pairs", "3", "--sizes", "5", "30", "--sizes-at-users", "2",
+        "--users", "1", "2", "--repeat", "1", "--warmup", "1", "--profile", "--redis-url", redis_url,
     )  # fmt: skip
     for variant in ("reference", "floor", "ours"):
         assert variant in out
+    assert "server us/pair" in out and "ours / other" in out
+    for bucket in ("copy", "encode", "decode", "redis-py", "telemetry", "lifecycle"):
+        assert f"\n{bucket} " in out, bucket  # a row of the profile breakdown
 
 
 def test_telemetry_overhead_harness_runs() -> None:
