@@ -45,7 +45,10 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 from benchmarks._cluster import local_cluster
 from benchmarks._data import BenchData, build
 from benchmarks._redis import local_redis
-from benchmarks.lifecycle import SUMMARY, _drive, _seed, _session_key, _state_key
+from benchmarks._variants import SUMMARY
+from benchmarks._variants import session_key as _session_key
+from benchmarks._variants import state_key as _state_key
+from benchmarks.lifecycle import _drive, _seed
 
 TARGETS = ("standalone", "cluster")
 MEMORY_SAMPLE = 20  # users whose keys MEMORY USAGE measures
@@ -240,16 +243,16 @@ async def run_one(target: Target, users: int, pairs: int, warmup: int, data: Ben
         catalog += data.snapshot.untouched_workflow_ids
         runner = CountingRunner(target.adapter(), product_id, catalog)
         try:
-            await _drive(runner, warm_ids, warmup, "warm")  # connections open, scripts cached
+            await _drive(runner, warm_ids, "warm", warmup)  # connections open, scripts cached
             target.reset_stats()
             before = target.node_stats()
             t0, c0 = time.perf_counter(), time.process_time()
             failed_before = runner.failed
-            latencies = await _drive(runner, user_ids, pairs, "sess")
+            latencies = await _drive(runner, user_ids, "sess", pairs)
             seconds, client_cpu = time.perf_counter() - t0, time.process_time() - c0
             after = target.node_stats()
             failed = runner.failed - failed_before
-            await _drive(runner, [f"new_{k:03d}" for k in range(MEMORY_SAMPLE)], 1, "sess")
+            await _drive(runner, [f"new_{k:03d}" for k in range(MEMORY_SAMPLE)], "sess", 1)
         finally:
             await runner.aclose()
         memory = await _memory(client, product_id, user_ids)
