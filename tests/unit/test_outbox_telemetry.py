@@ -142,3 +142,32 @@ async def test_an_entry_whose_document_is_refused_is_parked_and_counted(
     assert storage.outbox is not None and (await storage.outbox.status()).parked == 1
     await storage.aclose()
     assert metric_points(reader)["autoplay.outbox.parked"] == {frozenset({("reason", "state_refused")}): 1}
+
+
+class MergeFails(Switchable):
+    """Freezes snapshots, but the compare-and-set fails while ``down``."""
+
+    async def load_state(self, product_id: str, user_id: str) -> Stored | None:
+        return await InMemoryStorageAdapter.load_state(self, product_id, user_id)
+
+    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
+        return await InMemoryStorageAdapter.create_snapshot(self, product_id, user_id, session_id, raw)
+
+
+async def test_a_replayed_end_older_than_a_full_index_still_counts_when_its_own_freeze_landed(
+    tmp_path: Path,
+) -> None:
+    """Its snapshot is there (its own original write), and the index cannot tell: the
+    write's own head says this end froze it, so the replay counts it instead of calling it a retry."""
+    primary = MergeFails()
+    storage = StorageManager([primary], outbox=tmp_path / "o.db", replay_interval=3600)
+    primary.down = True
+    late = await end_session(P, U, snapshot(1), storage, summary="x")
+    assert late.queued and late.snapshot_created is True
+    primary.down = False
+    for n in range(2, 58):  # 56 newer sessions: the index is full of sessions newer than the queued one
+        assert (await end_session(P, U, snapshot(n), storage, summary="x")).persisted
+    await storage.flush_outbox()
+    await storage.aclose()
+    doc = await primary.get_user_state(P, U)
+    assert doc is not None and doc["sessions"]["count"] == 57
