@@ -100,6 +100,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         linger=args.linger,
         progress=args.progress,
         cleanup=args.cleanup,
+        outbox=args.outbox,
+        outbox_path=args.outbox_path,
     )
 
 

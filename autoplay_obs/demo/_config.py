@@ -52,6 +52,10 @@ class DemoConfig:
     progress: bool = True
     cleanup: bool = False
     """Delete the keys the run wrote to Redis at the end."""
+    outbox: bool = True
+    """Queue the session ends the primary did not acknowledge, replay them, lose none (``_outbox``)."""
+    outbox_path: str | None = None
+    """The outbox file, kept after the run; None: a temporary one, removed at the end."""
 
     def __post_init__(self) -> None:
         for name in ("sink_error_rate", "summarizer_failure_rate", "retry_rate"):
@@ -67,6 +71,8 @@ class DemoConfig:
             raise ValueError(f"duration must be positive, got {self.duration}")
         if self.scenario not in ("healthy", "incident"):
             raise ValueError(f"scenario must be healthy or incident, got {self.scenario!r}")
+        if self.outbox_path is not None and not self.outbox:
+            raise ValueError("an outbox path was given with the outbox off")
         for name in ("sink_latency", "linger", "summarizer_timeout", "rate"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must not be negative")

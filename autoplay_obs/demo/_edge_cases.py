@@ -4,7 +4,8 @@ A long-time user arrives with a full 50-entry session index (each new session
 trims the oldest entry), a document with repairable damage is read and fixed,
 and -- in the incident only -- a document from a newer version is refused
 and left untouched. At the end every user's stored session count is read
-back and compared with the ends the run saw persisted: no lost updates.
+back and compared with the ends the run saw persisted, or queued in the outbox
+and replayed since: no lost updates.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ async def check_counts(primary: Any, product: str, edge: dict[str, str], stats: 
                 + ("left untouched" if untouched else "CHANGED (a bug)")
             )
             continue
-        expected = stats.persisted_ends_by_user[user_id]
+        # A session whose end was queued counts once replayed: the outbox was flushed before this.
+        expected = stats.persisted_ends_by_user[user_id] + stats.queued_sessions_by_user[user_id]
         expected += REPAIRED_BASE_COUNT if user_id == edge.get("repaired") else 0
         expected += POWER_BASE_COUNT if user_id == edge.get("power") else 0
         actual = 0 if stored is None else decode_user_state(stored.raw, user_id=user_id).value.sessions.count

@@ -211,6 +211,21 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "the alerts keep their state); Ctrl-C ends it early",
     )
 
+    outbox = where.add_mutually_exclusive_group()
+    outbox.add_argument(
+        "--outbox",
+        dest="outbox_path",
+        metavar="PATH",
+        help="the outbox file (SQLite) where the replicas queue the session ends the primary did not "
+        "acknowledge, to replay them once it is back; kept after the run (default: on, in a "
+        "temporary directory removed at the end)",
+    )
+    outbox.add_argument(
+        "--no-outbox",
+        dest="outbox",
+        action="store_false",
+        help="no outbox: a session end the primary did not acknowledge is lost, as without one",
+    )
     where.add_argument(
         "--cleanup",
         action="store_true",

@@ -31,7 +31,7 @@ def format_summary(config: DemoConfig, stats: DemoStats) -> str:
         "",
         f"autoplay-obs demo: {s.ended} sessions of {len(s.users_seen)} users in {s.elapsed_s:.1f} s",
         f"  primary {s.primary_label}, product id {s.product_id!r}; sinks: {', '.join(s.sink_names)}; "
-        f"{replicas}, concurrency {config.concurrency}, seed {config.seed}",
+        f"{replicas}, concurrency {config.concurrency}, seed {config.seed}; outbox {s.outbox_label}",
         "",
         "Sessions",
         f"  started                {s.started:6d}   persisted {s.start_persisted}, "
@@ -40,6 +40,7 @@ def format_summary(config: DemoConfig, stats: DemoStats) -> str:
         f"{s.onboarding_context} got their onboarding session in the agent context",
         f"  ended                  {s.ended:6d}   persisted {s.persisted} + not persisted {s.not_persisted}"
         + (f" ({_types(s.end_errors)})" if s.end_errors else ""),
+        _outbox_row(config, s),
         f"  retried ends           {s.retried_ends:6d}   {s.duplicates} recognised as duplicates "
         "(counted once, snapshot unchanged)",
         f"  snapshots              {s.snapshots_created:6d}   created; {s.snapshots_existing} already there, "
@@ -80,9 +81,28 @@ def format_summary(config: DemoConfig, stats: DemoStats) -> str:
             if not s.count_mismatches
             else f"DO NOT MATCH for {len(s.count_mismatches)}: " + "; ".join(s.count_mismatches[:5])
         )
+        replayed = sum(s.queued_sessions_by_user.values())
+        if replayed:
+            verdict += f"; {replayed} of those sessions were queued in the outbox and replayed"
         lines.append(f"  stored session counts of {s.checked_users} users {verdict}")
     lines += [f"  {note}" for note in s.notes]
     return "\n".join(lines) + "\n"
+
+
+def _outbox_row(config: DemoConfig, s: DemoStats) -> str:
+    """Session ends queued, replayed, parked, dropped, left -- and the sessions lost."""
+    if not config.outbox:
+        return (
+            f"  outbox                    off   {s.lost} sessions lost: an end the primary did not "
+            "acknowledge is not retried (the demo's default outbox would queue and replay it)"
+        )
+    errors = f", {_types(s.outbox_errors)} not queued" if s.outbox_errors else ""
+    return (
+        f"  outbox                 {s.outbox_queued:6d}   session ends queued{errors}; replayed "
+        f"{s.outbox_replayed}, parked {s.outbox_parked} (document refused), dropped "
+        f"{s.outbox_dropped}, left {s.outbox_left}; lost {s.lost}"
+        + (f" (flushed in {s.flush_s:.1f} s after the run)" if s.outbox_queued else "")
+    )
 
 
 def _degraded(config: DemoConfig, s: DemoStats) -> list[str]:
@@ -92,6 +112,12 @@ def _degraded(config: DemoConfig, s: DemoStats) -> list[str]:
         items.append(
             f"{s.outage_label}: {outage} primary calls failed; "
             f"{s.degraded_starts} starts ran on a stand-in state, {s.not_persisted} ends were not persisted"
+            + (
+                f": {s.outbox_queued} queued in the outbox, {s.outbox_replayed} replayed once it was back, "
+                f"{s.lost} lost"
+                if config.outbox
+                else f" ({s.lost} sessions lost: no outbox)"
+            )
         )
     elif s.not_persisted or s.degraded_starts:
         planted = " -- the planted document from a newer version" if s.refused_documents else ""

@@ -94,6 +94,8 @@ class _Run:
     def attach(self, storage: DemoStorage) -> None:
         """Adopt the built storage: the incident's flapping primary, the call tally's window."""
         self.storage = storage
+        if storage.outbox is not None:
+            self.stats.outbox_label = storage.outbox.label
         if uses_flapping_outage(self.config):
             self.flapping = FlappingOutage()
             storage.schedule = self.flapping
@@ -179,6 +181,8 @@ class _Run:
         text = f"{self.finished} sessions, {len(s.users_seen)} users"
         if s.not_persisted:
             text += f", {s.not_persisted} not persisted"
+        if s.queued_ends:
+            text += f" ({s.queued_ends} queued)"
         if s.summarizer_failed:
             text += f", {s.summarizer_failed} summarizer failures"
         if self.storage.schedule.down():
@@ -218,6 +222,7 @@ class _Run:
         )
         stats.record_end(user_id, end, time.perf_counter() - clock, retry=False)
         self.tally.add(end, time.monotonic())
+        ends = [end]
         if rng.random() < config.retry_rate:  # the reply was lost: the host ends it again elsewhere
             other = managers[(replica + 1) % len(managers)]
             clock = time.perf_counter()
@@ -231,6 +236,14 @@ class _Run:
             )
             stats.record_end(user_id, again, time.perf_counter() - clock, retry=True)
             self.tally.add(again, time.monotonic())
+            ends.append(again)
+        stats.record_session(user_id, ends)
+
+    async def flush_outbox(self) -> None:
+        """After the run: replay what the outbox holds until it is empty (see ``_outbox``)."""
+        if self.storage.outbox is not None:
+            self.bar.update(1.0, self._status() + "; replaying the outbox")
+            await self.storage.outbox.finish(self.storage.managers, self.stats)
 
     async def check_counts(self) -> None:
         await check_counts(self.storage.raw_primary, self.storage.product_id, self.edge, self.stats)
@@ -264,6 +277,8 @@ async def run_demo(config: DemoConfig, *, bar: ProgressBar | None = None) -> Dem
         await run.storage.drain()
         run.tally.settle_all()
         stats.elapsed_s = time.monotonic() - run.t0
+        await run.flush_outbox()
+        await run.storage.drain()  # the replayed sessions' sink writes
         bar.update(1.0, run._status())
         bar.close()
         try:

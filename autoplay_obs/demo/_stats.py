@@ -24,6 +24,7 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from autoplay_obs.errors import DocumentError
 from autoplay_obs.storage import AdapterCall, SessionEndResult, SessionStartResult
 
 __all__ = ["AdapterStats", "CallTally", "DemoStats", "LatencyStats"]
@@ -124,6 +125,25 @@ class DemoStats:
     """Keys ``--cleanup`` deleted from Redis (None: not asked, or not on Redis)."""
     keys_left: int | None = None
     """Keys the run left in Redis without ``--cleanup`` (None: not on Redis)."""
+    queued_ends: int = 0
+    """Session ends (retries included) the library queued in the outbox (``queued=True``)."""
+    outbox_errors: Counter[str] = field(default_factory=Counter)
+    """Session ends the outbox could not take, by error type."""
+    refused_sessions: int = 0
+    """Sessions not persisted because the stored document was refused: no replay can fix that."""
+    unqueued_lost: int = 0
+    """Sessions no end persisted or queued, other than the refused ones."""
+    queued_sessions_by_user: Counter[str] = field(default_factory=Counter)
+    """Sessions counted only once their queued end is replayed (no end of theirs persisted anew)."""
+    outbox_label: str = "off"
+    outbox_queued: int = 0
+    """Entries this run added to the outbox file (one per session: a second end of it is not added)."""
+    outbox_replayed: int = 0
+    outbox_parked: int = 0
+    outbox_dropped: int = 0
+    outbox_left: int = 0
+    """Entries still pending after the end-of-run flush."""
+    flush_s: float = 0.0
 
     def record_start(self, user_id: str, result: SessionStartResult, latency: float) -> None:
         self.users_seen.add(user_id)
@@ -166,8 +186,27 @@ class DemoStats:
             else:
                 self.not_persisted += 1
                 self.end_errors[type(result.error).__name__] += 1
+        self.queued_ends += result.queued
+        if result.outbox_error is not None:
+            self.outbox_errors[type(result.outbox_error).__name__] += 1
         if result.persisted and not result.duplicate:
             self.persisted_ends_by_user[user_id] += 1
+
+    def record_session(self, user_id: str, ends: list[SessionEndResult]) -> None:
+        """One session's ends together (the original and a retry): counted, queued, refused or lost."""
+        if any(end.persisted and not end.duplicate for end in ends):
+            return  # already in persisted_ends_by_user
+        if any(end.queued for end in ends):
+            self.queued_sessions_by_user[user_id] += 1
+        elif any(isinstance(end.error, DocumentError) for end in ends):
+            self.refused_sessions += 1
+        elif not any(end.persisted for end in ends):
+            self.unqueued_lost += 1
+
+    @property
+    def lost(self) -> int:
+        """Sessions that never reached the primary and never will (refused documents aside)."""
+        return self.unqueued_lost + self.outbox_left + self.outbox_dropped
 
     def count_call(self, call: AdapterCall) -> None:
         stats = self.adapters.setdefault((call.adapter, call.role), AdapterStats())

@@ -11,12 +11,13 @@ import contextlib
 import importlib.util
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autoplay_obs.demo._config import DemoConfig
 from autoplay_obs.demo._faults import FaultySink, FlakyPrimary, OutageSchedule
 from autoplay_obs.demo._local_sink import LocalEventSink
+from autoplay_obs.demo._outbox import DemoOutbox, open_outbox
 from autoplay_obs.errors import ConfigurationError, MissingDependencyError, StorageError
 from autoplay_obs.storage import InMemoryStorageAdapter, StorageManager
 
@@ -37,7 +38,7 @@ class DemoStorage:
     primaries: list[FlakyPrimary]
     sinks: list[FaultySink]
     schedule: OutageSchedule
-    _closers: list[Callable[[], Any]] = field(default_factory=list)
+    outbox: DemoOutbox | None = None
 
     @property
     def sink_names(self) -> list[str]:
@@ -48,11 +49,14 @@ class DemoStorage:
             await manager.drain()
 
     async def aclose(self) -> None:
-        """Drain every replica, then close each adapter once (sinks are shared)."""
+        """Drain every replica, then close each: its replay, adapters and outbox; then remove a
+        temporary outbox. The sinks are shared: their ``aclose`` does its work once."""
         await self.drain()
-        for close in self._closers:
+        for manager in self.managers:
             with contextlib.suppress(Exception):
-                await close()
+                await manager.aclose()
+        if self.outbox is not None:
+            self.outbox.remove()
 
 
 def _sinks(config: DemoConfig) -> list[Any]:
@@ -113,10 +117,17 @@ async def build_storage(config: DemoConfig, progress: Callable[[], float]) -> De
         FaultySink(sink, error_rate=config.sink_error_rate, latency=config.sink_latency, seed=config.seed)
         for sink in _sinks(config)
     ]
-    managers = [StorageManager([primary, *sinks]) for primary in primaries]
-    closers = [primary.aclose for primary in primaries if config.redis_url]
-    closers += [sink.inner.aclose for sink in sinks if callable(getattr(sink.inner, "aclose", None))]
-    return DemoStorage(product_id, label, raw[0], managers, primaries, sinks, schedule, closers)
+    try:
+        outbox = await open_outbox(config, len(primaries), in_memory=not config.redis_url)
+    except ConfigurationError:
+        for primary in primaries if config.redis_url else []:
+            await primary.aclose()
+        raise
+    managers = [
+        StorageManager([primary, *sinks], outbox=None if outbox is None else outbox.outboxes[i])
+        for i, primary in enumerate(primaries)
+    ]
+    return DemoStorage(product_id, label, raw[0], managers, primaries, sinks, schedule, outbox)
 
 
 def start_telemetry(config: DemoConfig) -> Any:

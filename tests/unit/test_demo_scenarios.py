@@ -145,6 +145,10 @@ async def test_incident_run_refuses_the_newer_document_again_and_again_and_fails
     assert stats.adapters[("local_events", "sink")].failed > 0 and stats.summarizer_failed > 0
     assert stats.outage_label.startswith("primary flapping")
     assert not stats.count_mismatches
+    # The flush after the run waits out the flap it ended in: every queued end is replayed (or,
+    # for the newer-version user, parked: refused, not lost).
+    assert stats.outbox_queued > 0 and stats.lost == 0
+    assert stats.outbox_replayed + stats.outbox_parked == stats.outbox_queued
 
 
 # ------------------------------------------------------------------------------ --version
