@@ -32,22 +32,19 @@ import contextvars
 import functools
 import os
 import time
-import warnings
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from autoplay_obs import _json
 from autoplay_obs.errors import AutoplayError, ConfigurationError, StorageError, StorageUnavailableError
+from autoplay_obs.storage._adapters import DictPrimary, Lru, adapter_name, checked_adapters
 from autoplay_obs.storage._loop import LoopBinding
 from autoplay_obs.storage._outbox import Outbox
 from autoplay_obs.storage._outbox_types import OutboxEntry
 from autoplay_obs.storage._protocol import (
     AtomicStore,
     AutoplayStorageAdapter,
-    Stored,
-    token_of,
     without_revision,
 )
 from autoplay_obs.storage._replay import FlushResult, Replayer
@@ -68,75 +65,10 @@ T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 
-_ADAPTER_METHODS: Final = (
-    "save_user_state",
-    "get_user_state",
-    "save_session_snapshot",
-    "get_session_snapshot",
-)
 DEFAULT_MAX_SUMMARY_CHARS: Final = 8_000
 _recorder: contextvars.ContextVar[list[AdapterCall] | None] = contextvars.ContextVar(
     "autoplay_obs_calls", default=None
 )
-
-
-class Lru(OrderedDict[K, V], Generic[K, V]):
-    """A bounded mapping that forgets the least recently used entry."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def get_recent(self, key: K) -> V | None:
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V | None) -> None:
-        if value is None or self.size <= 0:
-            self.pop(key, None)
-            return
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
-def adapter_name(adapter: object) -> str:
-    name = getattr(adapter, "name", None)
-    return name if isinstance(name, str) else type(adapter).__name__
-
-
-def _checked_adapters(adapters: Sequence[AutoplayStorageAdapter]) -> list[AutoplayStorageAdapter]:
-    """The adapters, refused when they cannot work: none, a class, a sink in the primary's place."""
-    adapters = list(adapters)
-    if not adapters:
-        raise ConfigurationError(
-            "StorageManager needs at least one adapter; put the readable primary first, "
-            "e.g. StorageManager([RedisStorageAdapter(redis_url=...)])"
-        )
-    for adapter in adapters:
-        if isinstance(adapter, type):
-            raise ConfigurationError(f"pass an adapter instance, not the class {adapter.__name__}")
-        missing = [m for m in _ADAPTER_METHODS if not callable(getattr(adapter, m, None))]
-        if missing:
-            raise ConfigurationError(f"{adapter_name(adapter)} is not an adapter: no {missing}")
-    if getattr(adapters[0], "readable", True) is False:
-        raise ConfigurationError(
-            f"{adapter_name(adapters[0])} is write-only and cannot be the primary: "
-            "put the readable primary (e.g. RedisStorageAdapter) first"
-        )
-    for adapter in adapters[1:]:
-        if isinstance(adapter, AtomicStore):
-            warnings.warn(
-                f"{adapter_name(adapter)} is a readable primary in a sink's place: only the first "
-                f"adapter ({adapter_name(adapters[0])}) is read and compare-and-set; "
-                f"{adapter_name(adapter)} only receives overwrites. Put the primary first.",
-                UserWarning,
-                stacklevel=3,
-            )
-    return adapters
 
 
 class StorageManager:
@@ -158,10 +90,10 @@ class StorageManager:
         replay looks for entries (other processes' too) while all is well."""
         if max_summary_chars < 1:
             raise ConfigurationError(f"max_summary_chars must be at least 1, got {max_summary_chars}")
-        self.adapters = _checked_adapters(adapters)
+        self.adapters = checked_adapters(adapters)
         self.primary = self.adapters[0]
         self.sinks = self.adapters[1:]
-        atomic = self.primary if isinstance(self.primary, AtomicStore) else _DictPrimary(self.primary)
+        atomic = self.primary if isinstance(self.primary, AtomicStore) else DictPrimary(self.primary)
         self.sink_timeout = sink_timeout
         self.max_summary_chars = max_summary_chars
         self._pending: set[asyncio.Task[None]] = set()
@@ -471,37 +403,3 @@ class StorageManager:
         from autoplay_obs.storage._audit import audit
 
         return await audit(self, product_id, user_id, repair=repair, progress=progress)
-
-
-class _DictPrimary:
-    """``AtomicStore`` over a custom adapter's dict methods: best effort, not atomic."""
-
-    def __init__(self, adapter: AutoplayStorageAdapter) -> None:
-        self._adapter = adapter
-
-    async def load_state(self, product_id: str, user_id: str) -> Stored | None:
-        found = await self._adapter.get_user_state(product_id, user_id)
-        if found is None:
-            return None
-        raw = _json.dumps(found)
-        return Stored(raw, token_of(raw))
-
-    async def swap_state(
-        self, product_id: str, user_id: str, raw: bytes, expected: str | None
-    ) -> tuple[bool, Stored | None]:
-        current = await self.load_state(product_id, user_id)
-        if (None if current is None else current.token) != expected:
-            return False, current
-        await self._adapter.save_user_state(product_id, user_id, _json.loads(raw))
-        return True, None
-
-    async def create_snapshot(self, product_id: str, user_id: str, session_id: str, raw: bytes) -> bool:
-        if await self._adapter.get_session_snapshot(product_id, user_id, session_id) is not None:
-            return False
-        snapshot = without_revision(_json.loads(raw))
-        await self._adapter.save_session_snapshot(product_id, user_id, session_id, snapshot)
-        return True
-
-    async def load_snapshot(self, product_id: str, user_id: str, session_id: str) -> bytes | None:
-        found = await self._adapter.get_session_snapshot(product_id, user_id, session_id)
-        return None if found is None else _json.dumps(found)

@@ -36,7 +36,7 @@ from autoplay_obs.user_adoption_state import UserAdoptionState, decode_user_stat
 from autoplay_obs.user_adoption_state._json_values import plain_json
 
 if TYPE_CHECKING:
-    from autoplay_obs.storage._manager import Lru
+    from autoplay_obs.storage._adapters import Lru
 
 __all__ = ["Change", "Current", "StateUpdate", "StateWriter"]
 
