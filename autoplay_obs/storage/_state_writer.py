@@ -100,6 +100,22 @@ class _UserSlot:
             del self.slots[self.key]
 
 
+def _own(user_id: str, state: UserAdoptionState | None) -> UserAdoptionState:
+    """A state of the caller's own to change: a copy of ``state``, or a new one."""
+    return UserAdoptionState(user_id=user_id) if state is None else state.copy()
+
+
+def _repairs(current: Current | None) -> tuple[str, ...]:
+    return () if current is None else current.repairs
+
+
+def _stored_bytes(changed: UserAdoptionState) -> bytes:
+    """What a write stores: a fresh revision, plain-JSON metadata, this writer's trace id."""
+    changed.revision = new_revision()
+    changed.metadata = plain_json(changed.metadata)
+    return stamped(encode(changed))  # _trace_id: this writer's trace (issue 12)
+
+
 def _swap_outcome(result: Swapped) -> Outcome:
     return Outcome.OK if result[0] else Outcome.CONFLICT
 
@@ -149,44 +165,72 @@ class StateWriter:
         freeze: tuple[str, bytes] | None,
     ) -> StateUpdate:
         key = (product_id, user_id)
-        deadline = time.monotonic() + self._deadline
-        conflicts = 0
-        created: bool | AutoplayError | None = None
         async with self._user_slot(key):
             latest = self._known.get_recent(key)
             if latest is not None and (current is None or latest.stored is not current.stored):
                 current = latest  # written by this process while we waited in line
-            repairs = () if current is None else current.repairs
-            while True:
-                before = None if current is None else current.state
-                changed = change(UserAdoptionState(user_id=user_id) if before is None else before.copy())
-                if changed is None:
-                    if freeze is not None and created is None:
-                        created = await self._freeze(product_id, user_id, freeze)
-                    mine = UserAdoptionState(user_id=user_id) if before is None else before.copy()
-                    return StateUpdate(mine, False, conflicts, repairs, b"", before, created)
-                changed.revision = new_revision()
-                changed.metadata = plain_json(changed.metadata)
-                raw = stamped(encode(changed))  # _trace_id: this writer's trace (issue 12)
-                expected = None if current is None else current.stored.token
-                if freeze is not None and created is None:
-                    created, swapped = await self._freeze_and_swap(product_id, user_id, freeze, raw, expected)
-                else:
-                    swapped = await self._swap(product_id, user_id, raw, expected)
-                ok, found = swapped
-                if ok or (found is not None and found.token == token_of(raw)):
-                    self._known.put(key, Current(Stored(raw, token_of(raw)), changed))
-                    return StateUpdate(changed.copy(), True, conflicts, repairs, raw, before, created)
-                conflicts += 1
-                telemetry.cas_retry(conflicts, expected, None if found is None else found.token)
-                current = self._remember(key, found)
-                repairs = () if current is None else current.repairs
-                if freeze is not None:  # one try only: the caller merges again, knowing `created`
-                    mine = UserAdoptionState(user_id=user_id) if current is None else current.state.copy()
-                    return StateUpdate(mine, False, conflicts, repairs, b"", before, created)
-                if time.monotonic() > deadline:
-                    raise ConflictError(f"state of one user changed {conflicts} times under this writer")
-                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**conflicts)))
+            if freeze is not None:
+                return await self._try_with_freeze(key, change, current, freeze)
+            return await self._until_it_sticks(key, change, current)
+
+    async def _until_it_sticks(
+        self, key: tuple[str, str], change: Change, current: Current | None
+    ) -> StateUpdate:
+        """Compare-and-set ``change`` of the freshest state, until one lands (or the deadline)."""
+        deadline = time.monotonic() + self._deadline
+        conflicts = 0
+        while True:
+            before = None if current is None else current.state
+            changed = change(_own(key[1], before))
+            if changed is None:
+                return StateUpdate(_own(key[1], before), False, conflicts, _repairs(current), b"", before)
+            raw = _stored_bytes(changed)
+            expected = None if current is None else current.stored.token
+            swapped = await self._swap(*key, raw, expected)
+            if self._landed(key, changed, raw, swapped):
+                return StateUpdate(changed.copy(), True, conflicts, _repairs(current), raw, before)
+            conflicts += 1
+            current = self._lost(key, conflicts, expected, swapped[1])
+            if time.monotonic() > deadline:
+                raise ConflictError(f"state of one user changed {conflicts} times under this writer")
+            await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**conflicts)))
+
+    async def _try_with_freeze(
+        self, key: tuple[str, str], change: Change, current: Current | None, freeze: tuple[str, bytes]
+    ) -> StateUpdate:
+        """The snapshot write and one compare-and-set in one round trip; a single try, since the
+        change may depend on the snapshot write's answer, which the caller then knows."""
+        before = None if current is None else current.state
+        changed = change(_own(key[1], before))
+        if changed is None:
+            created = await self._freeze(*key, freeze)
+            return StateUpdate(_own(key[1], before), False, 0, _repairs(current), b"", before, created)
+        raw = _stored_bytes(changed)
+        expected = None if current is None else current.stored.token
+        created, swapped = await self._freeze_and_swap(*key, freeze, raw, expected)
+        if self._landed(key, changed, raw, swapped):
+            return StateUpdate(changed.copy(), True, 0, _repairs(current), raw, before, created)
+        current = self._lost(key, 1, expected, swapped[1])
+        return StateUpdate(
+            _own(key[1], current and current.state), False, 1, _repairs(current), b"", before, created
+        )
+
+    def _landed(self, key: tuple[str, str], changed: UserAdoptionState, raw: bytes, swapped: Swapped) -> bool:
+        """Whether the write landed -- or landed and only its reply was lost (our own token is
+        there) -- remembering what is stored now."""
+        ok, found = swapped
+        token = token_of(raw)
+        if not ok and (found is None or found.token != token):
+            return False
+        self._known.put(key, Current(Stored(raw, token), changed))
+        return True
+
+    def _lost(
+        self, key: tuple[str, str], conflicts: int, expected: str | None, found: Stored | None
+    ) -> Current | None:
+        """A lost compare-and-set: counted, and the state the primary returned is the next base."""
+        telemetry.cas_retry(conflicts, expected, None if found is None else found.token)
+        return self._remember(key, found)
 
     def _user_slot(self, key: tuple[str, str]) -> _UserSlot:
         slot = self._slots.get(key)
